@@ -1,0 +1,968 @@
+#include "extproc/extproc.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "envoy/service/ext_proc/v3/external_processor.pb-c.h"
+#include "util/log.h"
+#include "util/rand.h"
+
+/* Short names for the generated protobuf-c types. */
+typedef Envoy__Service__ExtProc__V3__ProcessingRequest PReq;
+typedef Envoy__Service__ExtProc__V3__ProcessingResponse PResp;
+typedef Envoy__Service__ExtProc__V3__HttpHeaders HttpHeaders;
+typedef Envoy__Service__ExtProc__V3__HttpBody HttpBody;
+typedef Envoy__Service__ExtProc__V3__HeadersResponse HeadersResponse;
+typedef Envoy__Service__ExtProc__V3__BodyResponse BodyResponse;
+typedef Envoy__Service__ExtProc__V3__TrailersResponse TrailersResponse;
+typedef Envoy__Service__ExtProc__V3__CommonResponse CommonResponse;
+typedef Envoy__Service__ExtProc__V3__HeaderMutation HeaderMutation;
+typedef Envoy__Service__ExtProc__V3__BodyMutation BodyMutation;
+typedef Envoy__Service__ExtProc__V3__StreamedBodyResponse StreamedBody;
+typedef Envoy__Service__ExtProc__V3__ImmediateResponse ImmediateResponse;
+typedef Envoy__Config__Core__V3__HeaderValueOption HeaderValueOption;
+typedef Envoy__Config__Core__V3__HeaderValue HeaderValue;
+typedef Envoy__Config__Core__V3__HeaderMap HeaderMap;
+typedef Envoy__Config__Core__V3__Metadata Metadata;
+typedef Envoy__Type__V3__HttpStatus HttpStatus;
+typedef Google__Protobuf__Struct PbStruct;
+typedef Google__Protobuf__Struct__FieldsEntry PbField;
+typedef Google__Protobuf__Value PbValue;
+
+#define BODY_MODE_BUFFERED ENVOY__EXTENSIONS__FILTERS__HTTP__EXT_PROC__V3__PROCESSING_MODE__BODY_SEND_MODE__BUFFERED
+
+#define H_DEST "x-gateway-destination-endpoint"
+#define NS_LB "envoy.lb"
+#define NS_SUBSET "envoy.lb.subset_hint"
+#define K_SUBSET "x-gateway-destination-endpoint-subset"
+#define K_SERVED "x-gateway-destination-endpoint-served"
+
+struct xp_ep {
+	store *store;
+	const sched *sched;
+	xp_ep_opts o;
+	arena scratch; /* one message's decode and encode; reset after each */
+	ProtobufCAllocator pb_alloc;
+};
+
+typedef struct hdr {
+	const char *key;
+	const char *val;
+	size_t vlen;
+} hdr;
+
+typedef struct hdrs {
+	hdr *v;
+	size_t n, cap;
+} hdrs;
+
+typedef struct buf {
+	char *p;
+	size_t len, cap;
+} buf;
+
+/* Per-stream state (spec §2.7's RequestReceived .. TrailerResponseResponsesComplete). */
+typedef struct ep_stream {
+	xp_ep *ep;
+	xp_stream *st;
+	arena mem;               /* lives as long as the stream */
+	bool failed;             /* an ImmediateResponse or error ended processing */
+	bool req_headers_done;
+	bool req_decided;        /* the request-direction answer was sent */
+	bool req_body_eos;       /* later body messages are ignored (envoy#46237) */
+	bool buffered;           /* request_body_mode BUFFERED (spec §2.11) */
+	bool resp_buffered;      /* response_body_mode BUFFERED */
+	bool resp_streaming;     /* SSE response: chunks answered one for one */
+	bool resp_headers_done;
+	bool resp_body_eos;
+	hdrs req_h;
+	buf body;                /* request body until the decision */
+	buf resp_body;           /* non-streaming response body until end of stream */
+	/* Latest subset hint seen on any message (spec §2.4). */
+	bool has_subset;
+	bool subset_is_string;
+	sched_str *subset;
+	size_t n_subset;
+	/* Latest envoy.lb served endpoint (spec §2.6). */
+	bool have_lb;
+	bool have_served;
+	char *served;
+	size_t served_len;
+	sched_result res;        /* the decision, for the response path */
+	bool decided;
+	bool scheduled;          /* sched_decide ran: sched_request_done is owed */
+	const store_snapshot *snap; /* held from the decision until the stream ends */
+	sched_usage usage;
+} ep_stream;
+
+static void *pb_alloc(void *ctx, size_t n) { return arena_alloc(ctx, n); }
+static void pb_free(void *ctx, void *p) { (void)ctx, (void)p; }
+
+static void *must(void *p)
+{
+	if (!p) {
+		ulog(LOG_ERROR, "out of memory", NULL);
+		abort();
+	}
+	return p;
+}
+
+#define ANEW(a, T, INIT)                                                                   \
+	({                                                                                 \
+		T *_p = must(arena_alloc((a), sizeof(T)));                                 \
+		T _i = INIT;                                                               \
+		*_p = _i;                                                                  \
+		_p;                                                                        \
+	})
+
+static int buf_append(buf *b, const void *p, size_t n, size_t limit)
+{
+	if (n > limit || b->len > limit - n)
+		return -EMSGSIZE;
+	if (b->len + n > b->cap) {
+		size_t cap = b->cap ? b->cap : 4096;
+		while (cap < b->len + n)
+			cap *= 2;
+		if (cap > limit)
+			cap = limit;
+		char *q = realloc(b->p, cap);
+		if (!q)
+			return -ENOMEM;
+		b->p = q;
+		b->cap = cap;
+	}
+	if (n)
+		memcpy(b->p + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+static void buf_free(buf *b)
+{
+	free(b->p);
+	b->p = NULL;
+	b->len = b->cap = 0;
+}
+
+/* Header values: raw_value when non-empty, else value (spec §2.3). */
+static void header_value(const HeaderValue *h, const char **v, size_t *len)
+{
+	if (h->raw_value.len > 0) {
+		*v = (const char *)h->raw_value.data;
+		*len = h->raw_value.len;
+	} else if (h->value) {
+		*v = h->value;
+		*len = strlen(h->value);
+	} else {
+		*v = "";
+		*len = 0;
+	}
+}
+
+static hdr *hdrs_find(const hdrs *h, const char *name)
+{
+	for (size_t i = 0; i < h->n; i++)
+		if (strcasecmp(h->v[i].key, name) == 0)
+			return &h->v[i];
+	return NULL;
+}
+
+/* Stores a header; a later duplicate overwrites (spec §2.7 step 1). */
+static int hdrs_set(arena *a, hdrs *h, const char *key, const char *val, size_t vlen,
+		    size_t limit)
+{
+	hdr *e = hdrs_find(h, key);
+	if (!e) {
+		if (h->n == h->cap) {
+			if (h->n >= limit)
+				return -E2BIG;
+			size_t cap = h->cap ? h->cap * 2 : 16;
+			hdr *nv = must(arena_alloc(a, cap * sizeof(hdr)));
+			if (h->n)
+				memcpy(nv, h->v, h->n * sizeof(hdr));
+			h->v = nv;
+			h->cap = cap;
+		}
+		e = &h->v[h->n++];
+		e->key = must(arena_strdup(a, key));
+	}
+	e->val = must(arena_strndup(a, val, vlen));
+	e->vlen = vlen;
+	return 0;
+}
+
+/* Request headers the EPP reads but never echoes back (pkg/epp/util/request/headers.go). */
+static bool system_owned(const char *k)
+{
+	static const char *const names[] = {
+		"x-gateway-inference-fairness-id", "x-gateway-inference-objective",
+		"x-gateway-model-name-rewrite",    K_SUBSET,
+		H_DEST,                            K_SERVED,
+		"content-length",
+	};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcasecmp(k, names[i]) == 0)
+			return true;
+	return false;
+}
+
+/* ---- encoding ---------------------------------------------------------- */
+
+typedef struct setlist {
+	HeaderValueOption **v;
+	size_t n, cap;
+} setlist;
+
+static void set_add(arena *a, setlist *l, const char *k, const char *v, size_t vlen)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 16;
+		HeaderValueOption **nv = must(arena_alloc(a, cap * sizeof(*nv)));
+		if (l->n)
+			memcpy(nv, l->v, l->n * sizeof(*nv));
+		l->v = nv;
+		l->cap = cap;
+	}
+	HeaderValue *hv = ANEW(a, HeaderValue, ENVOY__CONFIG__CORE__V3__HEADER_VALUE__INIT);
+	hv->key = (char *)k;
+	hv->raw_value.data = (uint8_t *)v;
+	hv->raw_value.len = vlen;
+	HeaderValueOption *o =
+		ANEW(a, HeaderValueOption, ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__INIT);
+	o->header = hv;
+	l->v[l->n++] = o;
+}
+
+static HeaderMutation *mutation(arena *a, setlist *l)
+{
+	HeaderMutation *m = ANEW(a, HeaderMutation, ENVOY__SERVICE__EXT_PROC__V3__HEADER_MUTATION__INIT);
+	m->n_set_headers = l->n;
+	m->set_headers = l->v;
+	return m;
+}
+
+static PbValue *pb_string(arena *a, const char *s)
+{
+	PbValue *v = ANEW(a, PbValue, GOOGLE__PROTOBUF__VALUE__INIT);
+	v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
+	v->string_value = (char *)s;
+	return v;
+}
+
+/* {"envoy.lb": {"x-gateway-destination-endpoint": "<targets>"}} (spec §2.5). */
+static PbStruct *dest_metadata(arena *a, const char *targets)
+{
+	PbField *inner_f = ANEW(a, PbField, GOOGLE__PROTOBUF__STRUCT__FIELDS_ENTRY__INIT);
+	inner_f->key = (char *)H_DEST;
+	inner_f->value = pb_string(a, targets);
+	PbStruct *inner = ANEW(a, PbStruct, GOOGLE__PROTOBUF__STRUCT__INIT);
+	inner->n_fields = 1;
+	inner->fields = must(arena_alloc(a, sizeof(PbField *)));
+	inner->fields[0] = inner_f;
+	PbValue *iv = ANEW(a, PbValue, GOOGLE__PROTOBUF__VALUE__INIT);
+	iv->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE;
+	iv->struct_value = inner;
+	PbField *outer_f = ANEW(a, PbField, GOOGLE__PROTOBUF__STRUCT__FIELDS_ENTRY__INIT);
+	outer_f->key = (char *)NS_LB;
+	outer_f->value = iv;
+	PbStruct *outer = ANEW(a, PbStruct, GOOGLE__PROTOBUF__STRUCT__INIT);
+	outer->n_fields = 1;
+	outer->fields = must(arena_alloc(a, sizeof(PbField *)));
+	outer->fields[0] = outer_f;
+	return outer;
+}
+
+static void send_resp(ep_stream *s, PResp *r)
+{
+	arena *a = &s->ep->scratch;
+	size_t n = protobuf_c_message_get_packed_size(&r->base);
+	uint8_t *out = must(arena_alloc(a, n ? n : 1));
+	protobuf_c_message_pack(&r->base, out);
+	xp_stream_send(s->st, out, n);
+}
+
+static PResp *new_resp(arena *a)
+{
+	return ANEW(a, PResp, ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__INIT);
+}
+
+static CommonResponse *new_common(arena *a)
+{
+	return ANEW(a, CommonResponse, ENVOY__SERVICE__EXT_PROC__V3__COMMON_RESPONSE__INIT);
+}
+
+/* One ImmediateResponse ends processing; the gRPC stream then closes OK (spec §2.8). */
+static void send_immediate(ep_stream *s, enum sched_err err, const char *text)
+{
+	arena *a = &s->ep->scratch;
+	ImmediateResponse *ir =
+		ANEW(a, ImmediateResponse, ENVOY__SERVICE__EXT_PROC__V3__IMMEDIATE_RESPONSE__INIT);
+	HttpStatus *st = ANEW(a, HttpStatus, ENVOY__TYPE__V3__HTTP_STATUS__INIT);
+	st->code = sched_err_http(err);
+	ir->status = st;
+	ir->body.data = (uint8_t *)text;
+	ir->body.len = strlen(text);
+	PResp *r = new_resp(a);
+	r->response_case = ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__RESPONSE_IMMEDIATE_RESPONSE;
+	r->immediate_response = ir;
+	send_resp(s, r);
+	s->failed = true;
+	xp_stream_finish(s->st, XP_GRPC_OK, NULL);
+	ulog(LOG_DEBUG, "request rejected", "status", sched_err_name(err), "body", text, NULL);
+}
+
+/* Sends |len| bytes as streamed body responses of at most XP_BODY_CHUNK bytes;
+ * end_of_stream only on the last when |eos|. An empty body still yields one
+ * message. |md| (may be NULL) rides on the last message. */
+static void send_body_chunks(ep_stream *s, bool request, const char *p, size_t len, bool eos,
+			     PbStruct *md)
+{
+	arena *a = &s->ep->scratch;
+	size_t off = 0;
+	do {
+		size_t n = len - off > XP_BODY_CHUNK ? XP_BODY_CHUNK : len - off;
+		bool last = off + n == len;
+		StreamedBody *sb = ANEW(a, StreamedBody,
+					ENVOY__SERVICE__EXT_PROC__V3__STREAMED_BODY_RESPONSE__INIT);
+		sb->body.data = (uint8_t *)p + off;
+		sb->body.len = n;
+		sb->end_of_stream = last && eos;
+		BodyMutation *bm =
+			ANEW(a, BodyMutation, ENVOY__SERVICE__EXT_PROC__V3__BODY_MUTATION__INIT);
+		bm->mutation_case = ENVOY__SERVICE__EXT_PROC__V3__BODY_MUTATION__MUTATION_STREAMED_RESPONSE;
+		bm->streamed_response = sb;
+		CommonResponse *cr = new_common(a);
+		cr->body_mutation = bm;
+		BodyResponse *br =
+			ANEW(a, BodyResponse, ENVOY__SERVICE__EXT_PROC__V3__BODY_RESPONSE__INIT);
+		br->response = cr;
+		PResp *r = new_resp(a);
+		if (request) {
+			r->response_case = ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__RESPONSE_REQUEST_BODY;
+			r->request_body = br;
+		} else {
+			r->response_case = ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__RESPONSE_RESPONSE_BODY;
+			r->response_body = br;
+		}
+		if (last)
+			r->dynamic_metadata = md;
+		send_resp(s, r);
+		off += n;
+	} while (off < len);
+}
+
+static void send_headers_resp(ep_stream *s, bool request, CommonResponse *cr, PbStruct *md)
+{
+	arena *a = &s->ep->scratch;
+	HeadersResponse *hr =
+		ANEW(a, HeadersResponse, ENVOY__SERVICE__EXT_PROC__V3__HEADERS_RESPONSE__INIT);
+	hr->response = cr;
+	PResp *r = new_resp(a);
+	if (request) {
+		r->response_case = ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__RESPONSE_REQUEST_HEADERS;
+		r->request_headers = hr;
+	} else {
+		r->response_case = ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__RESPONSE_RESPONSE_HEADERS;
+		r->response_headers = hr;
+	}
+	r->dynamic_metadata = md;
+	send_resp(s, r);
+}
+
+static void send_trailers_resp(ep_stream *s, bool request)
+{
+	arena *a = &s->ep->scratch;
+	TrailersResponse *tr =
+		ANEW(a, TrailersResponse, ENVOY__SERVICE__EXT_PROC__V3__TRAILERS_RESPONSE__INIT);
+	PResp *r = new_resp(a);
+	if (request) {
+		r->response_case = ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__RESPONSE_REQUEST_TRAILERS;
+		r->request_trailers = tr;
+	} else {
+		r->response_case = ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__RESPONSE_RESPONSE_TRAILERS;
+		r->response_trailers = tr;
+	}
+	send_resp(s, r);
+}
+
+/* ---- metadata ---------------------------------------------------------- */
+
+static const PbStruct *md_namespace(const Metadata *md, const char *ns)
+{
+	if (!md)
+		return NULL;
+	for (size_t i = 0; i < md->n_filter_metadata; i++) {
+		const Envoy__Config__Core__V3__Metadata__FilterMetadataEntry *e = md->filter_metadata[i];
+		if (e && e->key && strcmp(e->key, ns) == 0)
+			return e->value;
+	}
+	return NULL;
+}
+
+static const PbValue *struct_get(const PbStruct *st, const char *key)
+{
+	if (!st)
+		return NULL;
+	for (size_t i = 0; i < st->n_fields; i++)
+		if (st->fields[i] && st->fields[i]->key && strcmp(st->fields[i]->key, key) == 0)
+			return st->fields[i]->value;
+	return NULL;
+}
+
+static void add_subset_entry(ep_stream *s, size_t *cap, const char *p, size_t n)
+{
+	while (n && (*p == ' ' || *p == '\t'))
+		p++, n--;
+	while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+		n--;
+	if (!n)
+		return;
+	if (s->n_subset == *cap) {
+		size_t nc = *cap ? *cap * 2 : 8;
+		sched_str *nv = must(arena_alloc(&s->mem, nc * sizeof(*nv)));
+		if (s->n_subset)
+			memcpy(nv, s->subset, s->n_subset * sizeof(*nv));
+		s->subset = nv;
+		*cap = nc;
+	}
+	s->subset[s->n_subset].p = must(arena_strndup(&s->mem, p, n));
+	s->subset[s->n_subset].len = n;
+	s->n_subset++;
+}
+
+/* Takes the subset hint and the served endpoint from whichever message
+ * carries them; the latest wins (spec §2.4, §2.6). */
+static void read_metadata(ep_stream *s, const Metadata *md)
+{
+	const PbStruct *hint = md_namespace(md, NS_SUBSET);
+	const PbValue *v = struct_get(hint, K_SUBSET);
+	if (v) {
+		size_t cap = 0;
+		s->has_subset = true;
+		s->subset_is_string = v->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
+		s->subset = NULL;
+		s->n_subset = 0;
+		if (v->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE && v->list_value) {
+			for (size_t i = 0; i < v->list_value->n_values; i++) {
+				const PbValue *e = v->list_value->values[i];
+				/* Non-string list entries are ignored. */
+				if (e && e->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE &&
+				    e->string_value)
+					add_subset_entry(s, &cap, e->string_value,
+							 strlen(e->string_value));
+			}
+		} else if (v->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE &&
+			   v->string_value) {
+			/* A comma string, as Envoy's header-to-metadata filter produces. */
+			const char *p = v->string_value;
+			for (;;) {
+				const char *c = strchr(p, ',');
+				size_t n = c ? (size_t)(c - p) : strlen(p);
+				add_subset_entry(s, &cap, p, n);
+				if (!c)
+					break;
+				p = c + 1;
+			}
+		}
+	}
+	const PbStruct *lb = md_namespace(md, NS_LB);
+	if (lb) {
+		s->have_lb = true;
+		const PbValue *sv = struct_get(lb, K_SERVED);
+		if (sv && sv->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE &&
+		    sv->string_value) {
+			s->served_len = strlen(sv->string_value);
+			s->served = must(arena_strndup(&s->mem, sv->string_value, s->served_len));
+			s->have_served = true;
+		}
+	}
+}
+
+/* ---- request direction ------------------------------------------------- */
+
+static bool header_cb(void *ctx, const char *name, sched_str *value)
+{
+	const hdr *h = hdrs_find(ctx, name);
+	if (!h)
+		return false;
+	value->p = h->val;
+	value->len = h->vlen;
+	return true;
+}
+
+static sched_str hval(const hdrs *h, const char *name)
+{
+	sched_str r = {NULL, 0};
+	const hdr *e = hdrs_find(h, name);
+	if (e) {
+		r.p = e->val;
+		r.len = e->vlen;
+	}
+	return r;
+}
+
+static void remember_decision(ep_stream *s, const store_snapshot *snap)
+{
+	s->decided = true;
+	s->snap = snap;
+}
+
+static void decide_and_answer(ep_stream *s, bool trailers_follow)
+{
+	xp_ep *ep = s->ep;
+	const store_snapshot *snap = store_acquire(ep->store);
+	sched_request rq = {0};
+	rq.path = hval(&s->req_h, ":path");
+	if (!rq.path.p)
+		rq.path = hval(&s->req_h, "x-original-path");
+	if (!rq.path.p)
+		rq.path = hval(&s->req_h, "x-forwarded-path");
+	rq.objective = hval(&s->req_h, "x-gateway-inference-objective");
+	rq.model_rewrite = hval(&s->req_h, "x-gateway-model-name-rewrite");
+	rq.fairness_id = hval(&s->req_h, "x-gateway-inference-fairness-id");
+	if (!rq.fairness_id.p) {
+		rq.fairness_id.p = "default-flow";
+		rq.fairness_id.len = strlen("default-flow");
+	}
+	rq.request_id = hval(&s->req_h, "x-request-id");
+	rq.body = s->body.p ? s->body.p : "";
+	rq.body_len = s->body.len;
+	if (!ep->o.disable_subset && s->has_subset) {
+		rq.has_subset = true;
+		rq.subset = s->subset;
+		rq.n_subset = s->n_subset;
+		rq.subset_is_string = s->subset_is_string;
+	}
+	rq.header = header_cb;
+	rq.header_ctx = &s->req_h;
+
+	sched_decide(ep->sched, snap, &rq, &s->mem, &s->res);
+	s->scheduled = true;
+	if (s->res.err != SCHED_OK) {
+		store_release(snap);
+		send_immediate(s, s->res.err, s->res.error);
+		return;
+	}
+	remember_decision(s, snap);
+	s->req_decided = true;
+	if (log_enabled(LOG_DEBUG))
+		ulog(LOG_DEBUG, "request scheduled", "x-request-id",
+		     rq.request_id.p ? rq.request_id.p : "", "targets", s->res.targets, NULL);
+
+	arena *a = &ep->scratch;
+	char clen[24];
+	snprintf(clen, sizeof(clen), "%zu", s->res.body_len);
+	setlist sl = {0};
+	set_add(a, &sl, H_DEST, s->res.targets, strlen(s->res.targets));
+	if (s->res.body_len > 0)
+		set_add(a, &sl, "Content-Length", clen, strlen(clen));
+	PbStruct *md = dest_metadata(a, s->res.targets);
+
+	if (s->buffered) {
+		/* BUFFERED (spec §2.11): headers were answered already; the body
+		 * response carries the destination, Content-Length and the body. */
+		CommonResponse *cr = new_common(a);
+		cr->header_mutation = mutation(a, &sl);
+		BodyMutation *bm =
+			ANEW(a, BodyMutation, ENVOY__SERVICE__EXT_PROC__V3__BODY_MUTATION__INIT);
+		bm->mutation_case = ENVOY__SERVICE__EXT_PROC__V3__BODY_MUTATION__MUTATION_BODY;
+		bm->body.data = (uint8_t *)s->res.body;
+		bm->body.len = s->res.body_len;
+		cr->body_mutation = bm;
+		BodyResponse *br =
+			ANEW(a, BodyResponse, ENVOY__SERVICE__EXT_PROC__V3__BODY_RESPONSE__INIT);
+		br->response = cr;
+		PResp *r = new_resp(a);
+		r->response_case = ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__RESPONSE_REQUEST_BODY;
+		r->request_body = br;
+		r->dynamic_metadata = md;
+		send_resp(s, r);
+		arena_reset(a);
+		return;
+	}
+
+	/* FULL_DUPLEX_STREAMED (spec §2.7 step 4): the headers response with the
+	 * destination, then the body in chunks. */
+	for (size_t i = 0; i < s->req_h.n; i++) {
+		const hdr *h = &s->req_h.v[i];
+		if (!system_owned(h->key))
+			set_add(a, &sl, h->key, h->val, h->vlen);
+	}
+	CommonResponse *cr = new_common(a);
+	cr->clear_route_cache = 1;
+	cr->header_mutation = mutation(a, &sl);
+	send_headers_resp(s, true, cr, md);
+	arena_reset(a);
+	send_body_chunks(s, true, s->res.body, s->res.body_len, !trailers_follow, NULL);
+}
+
+static void on_request_headers(ep_stream *s, const HttpHeaders *hh)
+{
+	xp_ep *ep = s->ep;
+	if (s->req_headers_done)
+		return;
+	s->req_headers_done = true;
+	const HeaderMap *hm = hh ? hh->headers : NULL;
+	bool eos = hh && hh->end_of_stream;
+	arena *a = &ep->scratch;
+
+	if (eos) {
+		/* No body (e.g. GET): a random endpoint at once (spec §2.7 step 1). */
+		bool have_id = false;
+		for (size_t i = 0; hm && i < hm->n_headers; i++)
+			if (hm->headers[i] && hm->headers[i]->key &&
+			    strcasecmp(hm->headers[i]->key, "x-request-id") == 0)
+				have_id = true;
+		const store_snapshot *snap = store_acquire(ep->store);
+		sched_pick_any(snap, &s->mem, &s->res);
+		if (s->res.err != SCHED_OK) {
+			store_release(snap);
+			send_immediate(s, s->res.err, s->res.error);
+			return;
+		}
+		remember_decision(s, snap);
+		s->req_decided = true;
+		s->req_body_eos = true;
+		setlist sl = {0};
+		set_add(a, &sl, H_DEST, s->res.targets, strlen(s->res.targets));
+		char id[37];
+		if (!have_id) {
+			rand_uuid4(id);
+			set_add(a, &sl, "x-request-id", id, 36);
+		}
+		CommonResponse *cr = new_common(a);
+		cr->clear_route_cache = 1;
+		cr->header_mutation = mutation(a, &sl);
+		send_headers_resp(s, true, cr, dest_metadata(a, s->res.targets));
+		return;
+	}
+
+	for (size_t i = 0; hm && i < hm->n_headers; i++) {
+		const HeaderValue *h = hm->headers[i];
+		if (!h || !h->key)
+			continue;
+		const char *v;
+		size_t vl;
+		header_value(h, &v, &vl);
+		if (hdrs_set(&s->mem, &s->req_h, h->key, v, vl, ep->o.max_headers) < 0) {
+			send_immediate(s, SCHED_BAD_REQUEST,
+				       "inference error: BadRequest - too many request headers");
+			return;
+		}
+	}
+	if (!hdrs_find(&s->req_h, "x-request-id")) {
+		char id[37];
+		rand_uuid4(id);
+		hdrs_set(&s->mem, &s->req_h, "x-request-id", id, 36, ep->o.max_headers + 1);
+	}
+	if (s->buffered) {
+		/* BUFFERED: Envoy waits for this answer before sending the body. */
+		CommonResponse *cr = new_common(a);
+		cr->clear_route_cache = 1;
+		send_headers_resp(s, true, cr, NULL);
+	}
+}
+
+static void on_request_body(ep_stream *s, const HttpBody *b)
+{
+	if (!s->req_headers_done || s->req_body_eos)
+		return; /* duplicate end-of-stream chunks are ignored (envoy#46237) */
+	if (b && b->body.len &&
+	    buf_append(&s->body, b->body.data, b->body.len, s->ep->o.max_body_bytes) < 0) {
+		char msg[160];
+		snprintf(msg, sizeof(msg),
+			 "inference error: BadRequest - request body exceeds %zu bytes",
+			 s->ep->o.max_body_bytes);
+		send_immediate(s, SCHED_BAD_REQUEST, msg);
+		return;
+	}
+	/* In BUFFERED mode the single body message is the whole body. */
+	if ((b && b->end_of_stream) || s->buffered) {
+		s->req_body_eos = true;
+		decide_and_answer(s, false);
+		buf_free(&s->body);
+	}
+}
+
+static void on_request_trailers(ep_stream *s)
+{
+	if (!s->req_headers_done)
+		return;
+	if (!s->req_decided) {
+		/* With trailers the last body chunk has no end_of_stream: the body is
+		 * complete now. Body responses keep end_of_stream false, then the
+		 * trailers response follows, keeping headers -> body -> trailers. */
+		s->req_body_eos = true;
+		decide_and_answer(s, true);
+		buf_free(&s->body);
+		if (s->failed)
+			return;
+	}
+	send_trailers_resp(s, true);
+}
+
+/* ---- response direction ------------------------------------------------ */
+
+typedef struct resp_hdr_ctx {
+	arena *a;
+	setlist *sl;
+} resp_hdr_ctx;
+
+static void add_resp_header(void *ctx, const char *name, const char *value, size_t len)
+{
+	resp_hdr_ctx *c = ctx;
+	set_add(c->a, c->sl, must(arena_strdup(c->a, name)), must(arena_strndup(c->a, value, len)),
+		len);
+}
+
+static void on_response_headers(ep_stream *s, const HttpHeaders *hh)
+{
+	if (s->resp_headers_done)
+		return;
+	s->resp_headers_done = true;
+	arena *a = &s->ep->scratch;
+	const HeaderMap *hm = hh ? hh->headers : NULL;
+	setlist sl = {0};
+	set_add(a, &sl, "x-went-into-resp-headers", "true", 4);
+	for (size_t i = 0; hm && i < hm->n_headers; i++) {
+		const HeaderValue *h = hm->headers[i];
+		if (!h || !h->key)
+			continue;
+		const char *v;
+		size_t vl;
+		header_value(h, &v, &vl);
+		if (strcmp(h->key, "content-type") == 0 && memmem(v, vl, "text/event-stream", 17))
+			s->resp_streaming = true;
+		if (!system_owned(h->key))
+			set_add(a, &sl, h->key, v, vl);
+	}
+	if (s->decided && s->res.stream)
+		s->resp_streaming = true;
+	resp_hdr_ctx c = {a, &sl};
+	sched_str served = {s->served, s->served_len};
+	sched_response_headers(s->ep->sched, s->have_lb, s->have_served ? &served : NULL,
+			       add_resp_header, &c);
+	CommonResponse *cr = new_common(a);
+	cr->header_mutation = mutation(a, &sl);
+	send_headers_resp(s, false, cr, NULL);
+	if (hh && hh->end_of_stream)
+		s->resp_body_eos = true;
+}
+
+static sched_str rewrite_back(ep_stream *s, const char *p, size_t len)
+{
+	if (!s->decided || !s->res.target_model.p || !s->res.incoming_model.p ||
+	    !s->res.target_model.len || !s->res.incoming_model.len ||
+	    (s->res.target_model.len == s->res.incoming_model.len &&
+	     memcmp(s->res.target_model.p, s->res.incoming_model.p, s->res.target_model.len) == 0))
+		return (sched_str){p, len};
+	return sched_rewrite_back(p, len, s->res.target_model, s->res.incoming_model,
+				  &s->ep->scratch);
+}
+
+static void answer_buffered_response(ep_stream *s, const char *p, size_t len)
+{
+	/* BUFFERED response mode: replace the body only when it changed. */
+	arena *a = &s->ep->scratch;
+	sched_str out = rewrite_back(s, p, len);
+	CommonResponse *cr = new_common(a);
+	if (out.p != p) {
+		BodyMutation *bm =
+			ANEW(a, BodyMutation, ENVOY__SERVICE__EXT_PROC__V3__BODY_MUTATION__INIT);
+		bm->mutation_case = ENVOY__SERVICE__EXT_PROC__V3__BODY_MUTATION__MUTATION_BODY;
+		bm->body.data = (uint8_t *)out.p;
+		bm->body.len = out.len;
+		cr->body_mutation = bm;
+	}
+	BodyResponse *br = ANEW(a, BodyResponse, ENVOY__SERVICE__EXT_PROC__V3__BODY_RESPONSE__INIT);
+	br->response = cr;
+	PResp *r = new_resp(a);
+	r->response_case = ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__RESPONSE_RESPONSE_BODY;
+	r->response_body = br;
+	send_resp(s, r);
+}
+
+static void finish_response_body(ep_stream *s, bool eos)
+{
+	const char *p = s->resp_body.p ? s->resp_body.p : "";
+	size_t len = s->resp_body.len;
+	if (!s->res.raw_payload)
+		sched_usage_parse_json(p, len, &s->usage);
+	if (s->resp_buffered) {
+		answer_buffered_response(s, p, len);
+	} else {
+		sched_str out = rewrite_back(s, p, len);
+		send_body_chunks(s, false, out.p, out.len, eos, NULL);
+	}
+	buf_free(&s->resp_body);
+}
+
+static void on_response_body(ep_stream *s, const HttpBody *b)
+{
+	if (s->resp_body_eos)
+		return;
+	const char *p = b && b->body.len ? (const char *)b->body.data : "";
+	size_t len = b ? b->body.len : 0;
+	bool eos = b && b->end_of_stream;
+	if (s->resp_streaming && !s->resp_buffered) {
+		/* SSE: every chunk answered at once (spec §2.9). */
+		if (!s->res.raw_payload)
+			sched_usage_parse_sse(p, len, &s->usage);
+		sched_str out = rewrite_back(s, p, len);
+		send_body_chunks(s, false, out.p, out.len, eos, NULL);
+		if (eos)
+			s->resp_body_eos = true;
+		return;
+	}
+	if (len && buf_append(&s->resp_body, p, len, s->ep->o.max_body_bytes) < 0) {
+		/* Too big to buffer: pass what we have and the rest through as is. */
+		ulog(LOG_WARN, "response body over the buffering limit: forwarded without rewrite",
+		     NULL);
+		send_body_chunks(s, false, s->resp_body.p ? s->resp_body.p : "", s->resp_body.len,
+				 false, NULL);
+		buf_free(&s->resp_body);
+		s->resp_streaming = true;
+		send_body_chunks(s, false, p, len, eos, NULL);
+		if (eos)
+			s->resp_body_eos = true;
+		return;
+	}
+	if (eos || s->resp_buffered) {
+		s->resp_body_eos = true;
+		finish_response_body(s, eos || s->resp_buffered);
+	}
+}
+
+static void on_response_trailers(ep_stream *s)
+{
+	/* gRPC-style responses: finish the body with end_of_stream false, then an
+	 * empty TrailersResponse (spec §2.9). */
+	if (!s->resp_body_eos) {
+		s->resp_body_eos = true;
+		if (!s->resp_streaming || s->resp_body.len)
+			finish_response_body(s, false);
+	}
+	send_trailers_resp(s, false);
+}
+
+/* ---- stream callbacks -------------------------------------------------- */
+
+static void *ep_open(xp_stream *st, void *method_ctx)
+{
+	ep_stream *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->ep = method_ctx;
+	s->st = st;
+	arena_init(&s->mem, 4096);
+	return s;
+}
+
+static void ep_message(xp_stream *st, void *ctx, const uint8_t *msg, size_t len)
+{
+	ep_stream *s = ctx;
+	xp_ep *ep = s->ep;
+	if (s->failed)
+		return;
+	PReq *rq = envoy__service__ext_proc__v3__processing_request__unpack(&ep->pb_alloc, len, msg);
+	if (!rq) {
+		ulog(LOG_VERBOSE, "malformed ProcessingRequest: stream failed", NULL);
+		s->failed = true;
+		xp_stream_finish(st, XP_GRPC_INVALID_ARGUMENT,
+				 "kepp: cannot decode envoy.service.ext_proc.v3.ProcessingRequest");
+		arena_reset(&ep->scratch);
+		return;
+	}
+	if (rq->protocol_config) {
+		s->buffered = rq->protocol_config->request_body_mode == BODY_MODE_BUFFERED;
+		s->resp_buffered = rq->protocol_config->response_body_mode == BODY_MODE_BUFFERED;
+	}
+	read_metadata(s, rq->metadata_context);
+	switch (rq->request_case) {
+	case ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_REQUEST__REQUEST_REQUEST_HEADERS:
+		on_request_headers(s, rq->request_headers);
+		break;
+	case ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_REQUEST__REQUEST_REQUEST_BODY:
+		on_request_body(s, rq->request_body);
+		break;
+	case ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_REQUEST__REQUEST_REQUEST_TRAILERS:
+		on_request_trailers(s);
+		break;
+	case ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_REQUEST__REQUEST_RESPONSE_HEADERS:
+		on_response_headers(s, rq->response_headers);
+		break;
+	case ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_REQUEST__REQUEST_RESPONSE_BODY:
+		on_response_body(s, rq->response_body);
+		break;
+	case ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_REQUEST__REQUEST_RESPONSE_TRAILERS:
+		on_response_trailers(s);
+		break;
+	default:
+		/* A message with no phase set carries nothing to answer. */
+		break;
+	}
+	arena_reset(&ep->scratch);
+}
+
+static void ep_half_close(xp_stream *st, void *ctx)
+{
+	(void)ctx;
+	xp_stream_finish(st, XP_GRPC_OK, NULL);
+}
+
+static void ep_close(xp_stream *st, void *ctx, bool cancelled)
+{
+	(void)st;
+	ep_stream *s = ctx;
+	if (cancelled)
+		ulog(LOG_DEBUG, "ext_proc stream cancelled", NULL);
+	if (s->scheduled)
+		sched_request_done(s->ep->sched, &s->res);
+	if (s->snap)
+		store_release(s->snap);
+	buf_free(&s->body);
+	buf_free(&s->resp_body);
+	arena_free(&s->mem);
+	free(s);
+}
+
+xp_ep *xp_ep_new(store *st, const sched *s, const xp_ep_opts *o)
+{
+	xp_ep *ep = calloc(1, sizeof(*ep));
+	if (!ep)
+		return NULL;
+	ep->store = st;
+	ep->sched = s;
+	ep->o = *o;
+	if (!ep->o.max_headers)
+		ep->o.max_headers = 1024;
+	arena_init(&ep->scratch, 64 * 1024);
+	ep->pb_alloc.alloc = pb_alloc;
+	ep->pb_alloc.free = pb_free;
+	ep->pb_alloc.allocator_data = &ep->scratch;
+	return ep;
+}
+
+void xp_ep_free(xp_ep *ep)
+{
+	if (!ep)
+		return;
+	arena_free(&ep->scratch);
+	free(ep);
+}
+
+xp_method xp_ep_method(xp_ep *ep)
+{
+	xp_method m = {
+		.path = XP_EXTPROC_METHOD,
+		.open = ep_open,
+		.message = ep_message,
+		.half_close = ep_half_close,
+		.close = ep_close,
+		.method_ctx = ep,
+	};
+	return m;
+}

@@ -1,0 +1,34 @@
+/* The ext_proc Process stream handler (spec §2): one state machine per gRPC
+ * stream, on the worker thread that owns the stream. It decodes each
+ * ProcessingRequest, asks sched for a decision once the request body is
+ * complete, and answers in the order Envoy requires (headers, body chunks,
+ * trailers per direction), or with one ImmediateResponse on error.
+ *
+ * An xp_ep is per worker thread (it owns the worker's scratch memory); the
+ * store and sched it points to are shared and read-only for it. */
+#ifndef KEPP_EXTPROC_H
+#define KEPP_EXTPROC_H
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "extproc/grpc.h"
+#include "sched/sched.h"
+#include "store/store.h"
+
+#define XP_EXTPROC_METHOD "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
+/* Envoy's recommended upper bound per streamed body chunk (spec §2.7 step 4). */
+#define XP_BODY_CHUNK 62000
+
+typedef struct xp_ep_opts {
+	size_t max_body_bytes;  /* request or buffered response body limit */
+	size_t max_headers;     /* header count limit per header map */
+	bool disable_subset;    /* --disable-endpoint-subset-filter */
+} xp_ep_opts;
+
+typedef struct xp_ep xp_ep;
+
+xp_ep *xp_ep_new(store *st, const sched *s, const xp_ep_opts *o);
+void xp_ep_free(xp_ep *ep);
+/* The Process method bound to |ep|, for xp_server_opts.methods. */
+xp_method xp_ep_method(xp_ep *ep);
+#endif

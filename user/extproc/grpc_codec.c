@@ -1,0 +1,170 @@
+#include "extproc/grpc_codec.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A split-message buffer at most this big is kept for the stream's next
+ * message; a bigger one goes back to malloc once delivered. */
+#define DEC_KEEP_BYTES 65536
+#define DEC_MIN_GROW 4096
+
+void xp_dec_init(xp_dec *d, size_t max_message_bytes)
+{
+	memset(d, 0, sizeof(*d));
+	d->max = max_message_bytes;
+}
+
+void xp_dec_free(xp_dec *d)
+{
+	free(d->buf);
+	d->buf = NULL;
+	d->len = d->cap = 0;
+}
+
+bool xp_dec_partial(const xp_dec *d)
+{
+	return d->hdr_len > 0;
+}
+
+/* Validates the prefix just completed in |d->hdr|. */
+static int dec_start(xp_dec *d)
+{
+	if (d->hdr[0] == 1)
+		return -ENOTSUP;
+	if (d->hdr[0] != 0)
+		return -EPROTO;
+	uint32_t len = (uint32_t)d->hdr[1] << 24 | (uint32_t)d->hdr[2] << 16 |
+		       (uint32_t)d->hdr[3] << 8 | d->hdr[4];
+	if (len > d->max) {
+		d->bad_len = len;
+		return -EMSGSIZE;
+	}
+	d->need = len;
+	d->len = 0;
+	return 0;
+}
+
+/* Makes room for |want| bytes; never beyond the current message's length,
+ * which dec_start already bounded. */
+static int dec_grow(xp_dec *d, size_t want)
+{
+	if (want <= d->cap)
+		return 0;
+	size_t cap = d->cap * 2;
+	if (cap < DEC_MIN_GROW)
+		cap = DEC_MIN_GROW;
+	if (cap < want)
+		cap = want;
+	if (cap > d->need)
+		cap = d->need;
+	uint8_t *b = realloc(d->buf, cap);
+	if (!b)
+		return -ENOMEM;
+	d->buf = b;
+	d->cap = cap;
+	return 0;
+}
+
+/* Ends the current message before handing it out, so the decoder is ready
+ * for the next one whatever the callback returns. */
+static void dec_done(xp_dec *d)
+{
+	d->hdr_len = 0;
+	d->len = 0;
+}
+
+int xp_dec_feed(xp_dec *d, const uint8_t *p, size_t n, xp_dec_cb cb, void *arg)
+{
+	int r;
+
+	if (d->err)
+		return d->err;
+	while (n > 0) {
+		if (d->hdr_len < XP_GRPC_PREFIX) {
+			size_t k = XP_GRPC_PREFIX - d->hdr_len;
+			if (k > n)
+				k = n;
+			memcpy(d->hdr + d->hdr_len, p, k);
+			d->hdr_len += k;
+			p += k;
+			n -= k;
+			if (d->hdr_len < XP_GRPC_PREFIX)
+				return 0;
+			r = dec_start(d);
+			if (r < 0)
+				return d->err = r;
+			if (d->need == 0) {
+				dec_done(d);
+				r = cb(arg, (const uint8_t *)"", 0);
+				if (r)
+					return r;
+			}
+			continue;
+		}
+		size_t want = d->need - d->len;
+		if (d->len == 0 && n >= want) {
+			/* The whole message is in the input: hand it out in place. */
+			const uint8_t *msg = p;
+			p += want;
+			n -= want;
+			dec_done(d);
+			r = cb(arg, msg, want);
+			if (r)
+				return r;
+			continue;
+		}
+		size_t k = want < n ? want : n;
+		r = dec_grow(d, d->len + k);
+		if (r < 0)
+			return d->err = r;
+		memcpy(d->buf + d->len, p, k);
+		d->len += k;
+		p += k;
+		n -= k;
+		if (d->len < d->need)
+			return 0;
+		size_t len = d->len;
+		dec_done(d);
+		r = cb(arg, d->buf, len);
+		if (d->cap > DEC_KEEP_BYTES)
+			xp_dec_free(d);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+void xp_grpc_prefix(uint8_t out[XP_GRPC_PREFIX], uint32_t len)
+{
+	out[0] = 0;
+	out[1] = (uint8_t)(len >> 24);
+	out[2] = (uint8_t)(len >> 16);
+	out[3] = (uint8_t)(len >> 8);
+	out[4] = (uint8_t)len;
+}
+
+size_t xp_grpc_percent_encode(char *out, size_t cap, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t o = 0;
+
+	if (cap == 0)
+		return 0;
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c >= 0x20 && c <= 0x7e && c != '%') {
+			if (o + 1 >= cap)
+				break;
+			out[o++] = (char)c;
+			continue;
+		}
+		if (o + 3 >= cap)
+			break;
+		out[o++] = '%';
+		out[o++] = hex[c >> 4];
+		out[o++] = hex[c & 15];
+	}
+	out[o] = '\0';
+	return o;
+}

@@ -1,0 +1,628 @@
+/* kepp: flags, wiring, worker threads and signals.
+ *
+ * Threads: N workers, each with its own event loop and SO_REUSEPORT ext_proc
+ * listener (a gRPC stream never leaves its worker); the main thread is the
+ * control thread: gRPC health server, manifest and certificate reloads, and
+ * signal handling. Shared state reaches workers only through store snapshots. */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "extproc/extproc.h"
+#include "extproc/grpc.h"
+#include "extproc/health.h"
+#include "sched/config.h"
+#include "sched/sched.h"
+#include "store/manifest.h"
+#include "store/store.h"
+#include "util/log.h"
+
+#define KEPP_VERSION "0.1.0"
+
+/* ---- flags ------------------------------------------------------------- */
+
+typedef struct flags {
+	int grpc_port, grpc_health_port;
+	bool secure_serving, enable_cert_reload, health_checking, disable_subset;
+	const char *cert_path;
+	const char *endpoints, *manifests, *config_file, *config_text;
+	const char *pool_name, *pool_namespace, *pool_group;
+	const char *kernel;
+	long long drain_timeout_ms;
+	long long max_message_bytes, max_body_bytes;
+	int workers;
+	int v;
+} flags;
+
+enum ftype { F_INT, F_BOOL, F_STR, F_DURATION, F_BYTES };
+
+typedef struct flagdef {
+	const char *name;
+	enum ftype type;
+	void *dst;
+	const char *help;
+} flagdef;
+
+static flags F = {
+	.grpc_port = 9002,
+	.grpc_health_port = 9003,
+	.secure_serving = true,
+	.pool_group = "inference.networking.k8s.io",
+	.kernel = "auto",
+	.drain_timeout_ms = 30000,
+	.max_message_bytes = 4 << 20,
+	.max_body_bytes = 64 << 20,
+	.v = LOG_DEFAULT,
+};
+
+static const char *zap_encoder = "json";
+
+static const flagdef FLAGS[] = {
+	{"grpc-port", F_INT, &F.grpc_port, "ext_proc gRPC port"},
+	{"grpc-health-port", F_INT, &F.grpc_health_port, "plaintext gRPC health port"},
+	{"secure-serving", F_BOOL, &F.secure_serving, "TLS on the ext_proc port"},
+	{"cert-path", F_STR, &F.cert_path, "folder with tls.crt and tls.key (empty: self-signed)"},
+	{"enable-cert-reload", F_BOOL, &F.enable_cert_reload, "reload tls.crt/tls.key when they change"},
+	{"health-checking", F_BOOL, &F.health_checking, "also serve gRPC health on the ext_proc port"},
+	{"endpoints", F_STR, &F.endpoints, "static pool endpoints: ip:port,ip:port (no Kubernetes)"},
+	{"manifests", F_STR, &F.manifests, "YAML file or folder of InferencePool/Model/Objective/ModelRewrite manifests (reloaded on change)"},
+	{"config-file", F_STR, &F.config_file, "EndpointPickerConfig YAML file"},
+	{"config-text", F_STR, &F.config_text, "EndpointPickerConfig YAML text"},
+	{"pool-name", F_STR, &F.pool_name, "InferencePool name"},
+	{"pool-namespace", F_STR, &F.pool_namespace, "InferencePool namespace (default: $NAMESPACE, then \"default\")"},
+	{"pool-group", F_STR, &F.pool_group, "InferencePool API group"},
+	{"kernel", F_STR, &F.kernel, "kernel fast path: off, auto or on"},
+	{"drain-timeout", F_DURATION, &F.drain_timeout_ms, "on SIGTERM, how long streams in flight may finish"},
+	{"max-message-bytes", F_BYTES, &F.max_message_bytes, "largest gRPC message accepted"},
+	{"max-body-bytes", F_BYTES, &F.max_body_bytes, "largest request (or buffered response) body accepted"},
+	{"workers", F_INT, &F.workers, "worker threads (0: one per core)"},
+	{"disable-endpoint-subset-filter", F_BOOL, &F.disable_subset, "ignore the gateway's endpoint subset hint"},
+	{"v", F_INT, &F.v, "log verbosity: 2 default, 3 verbose, 4 debug, 5 trace"},
+	{"zap-encoder", F_STR, &zap_encoder, "log encoding (json only; accepted for compatibility)"},
+};
+#define NFLAGS (sizeof(FLAGS) / sizeof(FLAGS[0]))
+
+static void usage(FILE *f)
+{
+	fprintf(f, "kepp %s: a kernel-accelerated Endpoint Picker for the Gateway API Inference Extension\n\nFlags:\n",
+		KEPP_VERSION);
+	for (size_t i = 0; i < NFLAGS; i++)
+		fprintf(f, "  --%-32s %s\n", FLAGS[i].name, FLAGS[i].help);
+}
+
+/* Go-style durations: "250ms", "5s", "1m30s", "1h"; a bare number is seconds. */
+static int parse_duration_ms(const char *s, long long *out)
+{
+	long long total = 0;
+	const char *p = s;
+	if (!*p)
+		return -EINVAL;
+	char *end;
+	long long bare = strtoll(p, &end, 10);
+	if (*end == '\0' && end != p) {
+		*out = bare * 1000;
+		return 0;
+	}
+	while (*p) {
+		errno = 0;
+		double v = strtod(p, &end);
+		if (end == p || errno || v < 0)
+			return -EINVAL;
+		p = end;
+		double mul;
+		if (strncmp(p, "ms", 2) == 0) {
+			mul = 1;
+			p += 2;
+		} else if (strncmp(p, "us", 2) == 0 || strncmp(p, "µs", 3) == 0) {
+			mul = 0.001;
+			p += p[0] == 'u' ? 2 : 3;
+		} else if (strncmp(p, "ns", 2) == 0) {
+			mul = 0.000001;
+			p += 2;
+		} else if (*p == 's') {
+			mul = 1000;
+			p++;
+		} else if (*p == 'm') {
+			mul = 60000;
+			p++;
+		} else if (*p == 'h') {
+			mul = 3600000;
+			p++;
+		} else {
+			return -EINVAL;
+		}
+		total += (long long)(v * mul);
+	}
+	*out = total;
+	return 0;
+}
+
+/* Sizes: "4194304", "4Mi", "64MiB", "1G". */
+static int parse_bytes(const char *s, long long *out)
+{
+	char *end;
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	if (end == s || errno || v < 0)
+		return -EINVAL;
+	long long mul = 1;
+	if (*end) {
+		static const struct { const char *suf; long long mul; } sufs[] = {
+			{"Ki", 1LL << 10}, {"KiB", 1LL << 10}, {"Mi", 1LL << 20}, {"MiB", 1LL << 20},
+			{"Gi", 1LL << 30}, {"GiB", 1LL << 30}, {"K", 1000},        {"M", 1000000},
+			{"G", 1000000000}, {"KB", 1000},       {"MB", 1000000},    {"GB", 1000000000},
+		};
+		mul = 0;
+		for (size_t i = 0; i < sizeof(sufs) / sizeof(sufs[0]); i++)
+			if (strcmp(end, sufs[i].suf) == 0)
+				mul = sufs[i].mul;
+		if (!mul)
+			return -EINVAL;
+	}
+	if (v > LLONG_MAX / mul)
+		return -ERANGE;
+	*out = v * mul;
+	return 0;
+}
+
+static int set_flag(const flagdef *d, const char *val)
+{
+	switch (d->type) {
+	case F_INT: {
+		char *end;
+		errno = 0;
+		long v = strtol(val, &end, 10);
+		if (end == val || *end || errno || v < INT_MIN || v > INT_MAX)
+			return -EINVAL;
+		*(int *)d->dst = (int)v;
+		return 0;
+	}
+	case F_BOOL:
+		if (!strcmp(val, "true") || !strcmp(val, "1") || !strcmp(val, "t") ||
+		    !strcmp(val, "TRUE") || !strcmp(val, "True"))
+			*(bool *)d->dst = true;
+		else if (!strcmp(val, "false") || !strcmp(val, "0") || !strcmp(val, "f") ||
+			 !strcmp(val, "FALSE") || !strcmp(val, "False"))
+			*(bool *)d->dst = false;
+		else
+			return -EINVAL;
+		return 0;
+	case F_STR:
+		*(const char **)d->dst = val;
+		return 0;
+	case F_DURATION:
+		return parse_duration_ms(val, d->dst);
+	case F_BYTES:
+		return parse_bytes(val, d->dst);
+	}
+	return -EINVAL;
+}
+
+/* Go flag syntax: -name, --name, -name=value, --name value; booleans take
+ * no separate value. */
+static int parse_flags(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "-h") || !strcmp(a, "--help") || !strcmp(a, "-help")) {
+			usage(stdout);
+			exit(0);
+		}
+		if (!strcmp(a, "--version") || !strcmp(a, "-version")) {
+			printf("kepp %s\n", KEPP_VERSION);
+			exit(0);
+		}
+		if (a[0] != '-') {
+			fprintf(stderr, "kepp: unexpected argument %s (flags start with --)\n", a);
+			return -EINVAL;
+		}
+		a += a[1] == '-' ? 2 : 1;
+		const char *eq = strchr(a, '=');
+		size_t nl = eq ? (size_t)(eq - a) : strlen(a);
+		const flagdef *d = NULL;
+		for (size_t k = 0; k < NFLAGS; k++)
+			if (strlen(FLAGS[k].name) == nl && !strncmp(FLAGS[k].name, a, nl))
+				d = &FLAGS[k];
+		if (!d) {
+			fprintf(stderr, "kepp: unknown flag --%.*s (see --help)\n", (int)nl, a);
+			return -EINVAL;
+		}
+		const char *val;
+		if (eq)
+			val = eq + 1;
+		else if (d->type == F_BOOL)
+			val = "true";
+		else if (i + 1 < argc)
+			val = argv[++i];
+		else {
+			fprintf(stderr, "kepp: flag --%s needs a value\n", d->name);
+			return -EINVAL;
+		}
+		if (set_flag(d, val) < 0) {
+			fprintf(stderr, "kepp: invalid value \"%s\" for flag --%s\n", val, d->name);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* ---- workers ----------------------------------------------------------- */
+
+typedef struct worker {
+	int id;
+	pthread_t thread;
+	struct event_base *base;
+	struct event *drain_ev, *drain_tick;
+	xp_server *server;
+	xp_ep *ep;
+	xp_method methods[4];
+	size_t n_methods;
+	int64_t drain_deadline_ms;
+	atomic_bool done;
+} worker;
+
+typedef struct app {
+	store *store;
+	sched *sched;
+	xp_tls *tls;
+	xp_health health;
+	worker *workers;
+	int n_workers;
+	struct event_base *base;
+	xp_server *health_server;
+	xp_method health_methods[4];
+	size_t n_health_methods;
+	struct event *sig_term, *sig_int, *reload_tick, *cert_tick, *exit_tick;
+	uint64_t manifest_sig;
+	bool draining;
+	int64_t exit_deadline_ms;
+	store_manifest_opts mopts;
+} app;
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static long long drain_timeout_ms(void) { return F.drain_timeout_ms; }
+
+static void worker_drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+	worker *w = arg;
+	if (xp_server_active_streams(w->server) == 0 || now_ms() >= w->drain_deadline_ms)
+		event_base_loopexit(w->base, NULL);
+}
+
+static void worker_drain(evutil_socket_t fd, short what, void *arg)
+{
+	worker *w = arg;
+	xp_server_drain(w->server);
+	w->drain_deadline_ms = now_ms() + drain_timeout_ms();
+	struct timeval tv = {0, 20000};
+	w->drain_tick = event_new(w->base, -1, EV_PERSIST, worker_drain_tick, w);
+	event_add(w->drain_tick, &tv);
+}
+
+static void *worker_main(void *arg)
+{
+	worker *w = arg;
+	event_base_dispatch(w->base);
+	/* Whatever is still open after the drain timeout is cancelled here. */
+	xp_server_free(w->server);
+	w->server = NULL;
+	atomic_store(&w->done, true);
+	return NULL;
+}
+
+static int worker_init(app *A, worker *w, int id)
+{
+	char err[256];
+	w->id = id;
+	w->base = event_base_new();
+	if (!w->base)
+		return -ENOMEM;
+	xp_ep_opts eo = {
+		.max_body_bytes = (size_t)F.max_body_bytes,
+		.max_headers = 1024,
+		.disable_subset = F.disable_subset,
+	};
+	w->ep = xp_ep_new(A->store, A->sched, &eo);
+	if (!w->ep)
+		return -ENOMEM;
+	w->methods[0] = xp_ep_method(w->ep);
+	w->n_methods = 1;
+	if (F.health_checking)
+		w->n_methods += xp_health_methods(&A->health, w->methods + 1, 3);
+	xp_server_opts so = {
+		.port = F.grpc_port,
+		.tls = F.secure_serving ? A->tls : NULL,
+		.max_message_bytes = (size_t)F.max_message_bytes,
+		.max_concurrent_streams = 1000,
+		.methods = w->methods,
+		.n_methods = w->n_methods,
+		.name = "ext-proc",
+	};
+	w->server = xp_server_new(w->base, &so, err, sizeof(err));
+	if (!w->server) {
+		ulog(LOG_ERROR, "cannot start the ext_proc server", "error", err, NULL);
+		return -EADDRINUSE;
+	}
+	w->drain_ev = event_new(w->base, -1, 0, worker_drain, w);
+	return 0;
+}
+
+/* ---- control thread ---------------------------------------------------- */
+
+static int build_catalog(app *A, store_catalog **out, char *err, size_t errlen)
+{
+	if (F.manifests)
+		return store_manifests_load(F.manifests, &A->mopts, out, err, errlen);
+	store_catalog *c = store_catalog_new();
+	if (!c)
+		return -ENOMEM;
+	store_catalog_finish(c);
+	*out = c;
+	return 0;
+}
+
+/* Publishes a snapshot of catalog |c| with the static endpoints, parsed
+ * again each time because bare IPs take the pool's target ports. On error the
+ * previous snapshot stays in force. */
+static int publish(app *A, store_catalog *c)
+{
+	char err[512];
+	store_endpoint *eps = NULL;
+	uint32_t n = 0;
+	if (F.endpoints && store_endpoints_parse(F.endpoints, c->has_pool ? &c->pool : NULL, &eps,
+						 &n, err, sizeof(err)) < 0) {
+		ulog(LOG_ERROR, "invalid --endpoints", "error", err, NULL);
+		return -EINVAL;
+	}
+	/* Health turns SERVING once the pool is known: read from the manifests;
+	 * or given by --endpoints alone when no manifests are read, or when they
+	 * name no pool to wait for. */
+	bool synced = c->has_pool || !F.manifests || (!F.pool_name && F.endpoints);
+	store_snapshot *snap = store_snapshot_new(c, eps, n, synced);
+	free(eps);
+	if (!snap)
+		return -ENOMEM;
+	store_publish(A->store, snap);
+	return 0;
+}
+
+static void reload_tick(evutil_socket_t fd, short what, void *arg)
+{
+	app *A = arg;
+	uint64_t sig;
+	if (store_manifests_signature(F.manifests, &sig) < 0 || sig == A->manifest_sig)
+		return;
+	A->manifest_sig = sig;
+	char err[512];
+	store_catalog *c;
+	if (store_manifests_load(F.manifests, &A->mopts, &c, err, sizeof(err)) < 0) {
+		ulog(LOG_ERROR, "manifests changed but are invalid; keeping the previous ones",
+		     "error", err, NULL);
+		return;
+	}
+	if (publish(A, c) == 0)
+		ulog(LOG_DEFAULT, "manifests reloaded", "path", F.manifests, NULL);
+	store_catalog_unref(c);
+}
+
+static void cert_tick(evutil_socket_t fd, short what, void *arg)
+{
+	app *A = arg;
+	char err[256];
+	int r = xp_tls_maybe_reload(A->tls, err, sizeof(err));
+	if (r > 0)
+		ulog(LOG_DEFAULT, "TLS certificate reloaded", "path", F.cert_path, NULL);
+	else if (r < 0)
+		ulog(LOG_ERROR, "TLS certificate reload failed; keeping the previous one", "error",
+		     err, NULL);
+}
+
+static void exit_tick(evutil_socket_t fd, short what, void *arg)
+{
+	app *A = arg;
+	for (int i = 0; i < A->n_workers; i++)
+		if (!atomic_load(&A->workers[i].done))
+			return;
+	event_base_loopexit(A->base, NULL);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	app *A = arg;
+	if (A->draining) {
+		ulog(LOG_WARN, "second signal: exiting now", NULL);
+		_exit(1);
+	}
+	A->draining = true;
+	ulog(LOG_DEFAULT, "draining: no new connections, streams in flight may finish", "signal",
+	     sig == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
+	for (int i = 0; i < A->n_workers; i++)
+		event_active(A->workers[i].drain_ev, 0, 0);
+	struct timeval tv = {0, 20000};
+	A->exit_tick = event_new(A->base, -1, EV_PERSIST, exit_tick, A);
+	event_add(A->exit_tick, &tv);
+}
+
+static int kernel_mode_check(void)
+{
+	if (!strcmp(F.kernel, "off"))
+		return 0;
+	if (!strcmp(F.kernel, "auto")) {
+		ulog(LOG_DEFAULT, "kernel fast path is not part of this build; serving ext_proc only",
+		     "kernel", "auto", NULL);
+		return 0;
+	}
+	if (!strcmp(F.kernel, "on")) {
+		ulog(LOG_ERROR, "--kernel=on: the kernel fast path is not part of this build; use --kernel=auto or off",
+		     NULL);
+		return -ENOTSUP;
+	}
+	ulog(LOG_ERROR, "invalid --kernel value (off, auto or on)", "kernel", F.kernel, NULL);
+	return -EINVAL;
+}
+
+int main(int argc, char **argv)
+{
+	if (parse_flags(argc, argv) < 0)
+		return 2;
+	log_set_verbosity(F.v);
+	signal(SIGPIPE, SIG_IGN);
+	if (strcmp(zap_encoder, "json") != 0)
+		ulog(LOG_WARN, "only JSON logs are supported; --zap-encoder ignored", "zap-encoder",
+		     zap_encoder, NULL);
+	if (F.config_file && F.config_text) {
+		ulog(LOG_ERROR, "--config-file and --config-text are mutually exclusive", NULL);
+		return 2;
+	}
+	if (!F.endpoints && !F.manifests) {
+		ulog(LOG_ERROR,
+		     "no pool: give --endpoints ip:port,... and/or --manifests PATH (the Kubernetes API client is not part of this build)",
+		     NULL);
+		return 2;
+	}
+	if (kernel_mode_check() < 0)
+		return 2;
+	if (!F.pool_namespace || !*F.pool_namespace) {
+		const char *ns = getenv("NAMESPACE");
+		F.pool_namespace = ns && *ns ? ns : "default";
+	}
+
+	static app A;
+	char err[1024];
+	sched_config *cfg = NULL;
+	if (F.config_file && sched_config_load_file(F.config_file, &cfg, err, sizeof(err)) < 0) {
+		ulog(LOG_ERROR, "invalid --config-file", "error", err, NULL);
+		return 2;
+	}
+	if (F.config_text && sched_config_parse_text(F.config_text, strlen(F.config_text),
+						     "<config-text>", &cfg, err, sizeof(err)) < 0) {
+		ulog(LOG_ERROR, "invalid --config-text", "error", err, NULL);
+		return 2;
+	}
+	A.sched = sched_new(cfg, err, sizeof(err));
+	if (!A.sched) {
+		ulog(LOG_ERROR, "invalid scheduler configuration", "error", err, NULL);
+		return 2;
+	}
+
+	A.mopts.pool_name = F.pool_name;
+	A.mopts.pool_namespace = F.pool_namespace;
+	A.mopts.pool_group = F.pool_group;
+	A.store = store_new();
+	store_catalog *cat;
+	if (build_catalog(&A, &cat, err, sizeof(err)) < 0) {
+		ulog(LOG_ERROR, "invalid manifests", "error", err, NULL);
+		return 2;
+	}
+	if (F.manifests)
+		store_manifests_signature(F.manifests, &A.manifest_sig);
+	if (publish(&A, cat) < 0)
+		return 2;
+	store_catalog_unref(cat);
+
+	if (F.secure_serving) {
+		A.tls = xp_tls_new(F.cert_path, err, sizeof(err));
+		if (!A.tls) {
+			ulog(LOG_ERROR, "TLS setup failed", "error", err, NULL);
+			return 2;
+		}
+	}
+
+	evthread_use_pthreads();
+	A.base = event_base_new();
+	A.health.store = A.store;
+	A.n_health_methods = xp_health_methods(&A.health, A.health_methods, 4);
+	xp_server_opts ho = {
+		.port = F.grpc_health_port,
+		.max_message_bytes = 1 << 20,
+		.max_concurrent_streams = 100,
+		.methods = A.health_methods,
+		.n_methods = A.n_health_methods,
+		.name = "health",
+	};
+	A.health_server = xp_server_new(A.base, &ho, err, sizeof(err));
+	if (!A.health_server) {
+		ulog(LOG_ERROR, "cannot start the gRPC health server", "error", err, NULL);
+		return 1;
+	}
+
+	A.n_workers = F.workers > 0 ? F.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (A.n_workers < 1)
+		A.n_workers = 1;
+	A.workers = calloc((size_t)A.n_workers, sizeof(worker));
+	for (int i = 0; i < A.n_workers; i++)
+		if (worker_init(&A, &A.workers[i], i) < 0)
+			return 1;
+	for (int i = 0; i < A.n_workers; i++)
+		pthread_create(&A.workers[i].thread, NULL, worker_main, &A.workers[i]);
+
+	A.sig_term = evsignal_new(A.base, SIGTERM, on_signal, &A);
+	A.sig_int = evsignal_new(A.base, SIGINT, on_signal, &A);
+	event_add(A.sig_term, NULL);
+	event_add(A.sig_int, NULL);
+	if (F.manifests) {
+		struct timeval tv = {1, 0};
+		A.reload_tick = event_new(A.base, -1, EV_PERSIST, reload_tick, &A);
+		event_add(A.reload_tick, &tv);
+	}
+	if (F.secure_serving && F.enable_cert_reload && F.cert_path && *F.cert_path) {
+		struct timeval tv = {0, 250000};
+		A.cert_tick = event_new(A.base, -1, EV_PERSIST, cert_tick, &A);
+		event_add(A.cert_tick, &tv);
+	}
+
+	char ports[64];
+	snprintf(ports, sizeof(ports), "%d", F.grpc_port);
+	char hport[16], nw[16];
+	snprintf(hport, sizeof(hport), "%d", F.grpc_health_port);
+	snprintf(nw, sizeof(nw), "%d", A.n_workers);
+	ulog(LOG_DEFAULT, "kepp serving", "version", KEPP_VERSION, "grpc-port", ports,
+	     "grpc-health-port", hport, "workers", nw, "tls", F.secure_serving ? "true" : "false",
+	     "profile", sched_profile_name(A.sched), NULL);
+
+	event_base_dispatch(A.base);
+
+	for (int i = 0; i < A.n_workers; i++) {
+		pthread_join(A.workers[i].thread, NULL);
+		if (A.workers[i].drain_tick)
+			event_free(A.workers[i].drain_tick);
+		event_free(A.workers[i].drain_ev);
+		xp_ep_free(A.workers[i].ep);
+		event_base_free(A.workers[i].base);
+	}
+	free(A.workers);
+	xp_server_free(A.health_server);
+	event_free(A.sig_term);
+	event_free(A.sig_int);
+	if (A.reload_tick)
+		event_free(A.reload_tick);
+	if (A.cert_tick)
+		event_free(A.cert_tick);
+	if (A.exit_tick)
+		event_free(A.exit_tick);
+	event_base_free(A.base);
+	if (A.tls)
+		xp_tls_free(A.tls);
+	store_free(A.store);
+	sched_free(A.sched);
+	sched_config_free(cfg);
+	ulog(LOG_DEFAULT, "kepp stopped", NULL);
+	return 0;
+}

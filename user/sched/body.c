@@ -1,0 +1,1281 @@
+/* A bounded JSON scanner that answers like the reference EPP's Go
+ * encoding/json: checkValid's state machine byte for byte (same error texts,
+ * same nesting limit), Unmarshal's type errors, Go's string decoding and
+ * struct-field matching. No tree is built and nothing is allocated except
+ * decoded strings the caller asks for.
+ */
+#include "sched/body.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- Go's checkValid ------------------------------------------------------ */
+
+enum {
+	ST_BEGIN_VALUE,
+	ST_BEGIN_VALUE_OR_EMPTY,
+	ST_BEGIN_STRING_OR_EMPTY,
+	ST_BEGIN_STRING,
+	ST_END_VALUE,
+	ST_END_TOP,
+	ST_STR,
+	ST_STR_ESC,
+	ST_U,
+	ST_U1,
+	ST_U12,
+	ST_U123,
+	ST_NEG,
+	ST_1,
+	ST_0,
+	ST_DOT,
+	ST_DOT0,
+	ST_E,
+	ST_ESIGN,
+	ST_E0,
+	ST_T,
+	ST_TR,
+	ST_TRU,
+	ST_F,
+	ST_FA,
+	ST_FAL,
+	ST_FALS,
+	ST_N,
+	ST_NU,
+	ST_NUL,
+	ST_ERROR,
+};
+
+enum { PS_KEY, PS_VALUE, PS_ARRAY };
+
+struct scan {
+	int step;
+	int ps; /* parse state of the innermost container */
+	bool end_top;
+	uint32_t depth;
+	unsigned char errc;
+	const char *ctx; /* error context; NULL with errc 0 means "unexpected end" */
+	uint64_t obj[(BJ_MAX_DEPTH + 63) / 64]; /* bit i: container i is an object */
+};
+
+static inline bool is_space(unsigned char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+static inline bool is_hex(unsigned char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+static int sc_error(struct scan *s, unsigned char c, const char *ctx)
+{
+	s->step = ST_ERROR;
+	s->errc = c;
+	s->ctx = ctx;
+	return -1;
+}
+
+static int sc_push(struct scan *s, unsigned char c, bool object)
+{
+	if (s->depth >= BJ_MAX_DEPTH)
+		return sc_error(s, c, "exceeded max depth");
+	if (object)
+		s->obj[s->depth / 64] |= 1ULL << (s->depth % 64);
+	else
+		s->obj[s->depth / 64] &= ~(1ULL << (s->depth % 64));
+	s->depth++;
+	s->ps = object ? PS_KEY : PS_ARRAY;
+	return 0;
+}
+
+static void sc_pop(struct scan *s)
+{
+	s->depth--;
+	if (s->depth == 0) {
+		s->step = ST_END_TOP;
+		s->end_top = true;
+		return;
+	}
+	s->step = ST_END_VALUE;
+	uint32_t i = s->depth - 1;
+	s->ps = (s->obj[i / 64] >> (i % 64)) & 1 ? PS_VALUE : PS_ARRAY;
+}
+
+/* One byte through the state machine; the cases mirror scanner.go's state
+ * functions, "continue" stands for one state function calling another. */
+static int sc_step(struct scan *s, unsigned char c)
+{
+	for (;;) {
+		switch (s->step) {
+		case ST_BEGIN_VALUE_OR_EMPTY:
+			if (is_space(c))
+				return 0;
+			s->step = c == ']' ? ST_END_VALUE : ST_BEGIN_VALUE;
+			continue;
+		case ST_BEGIN_VALUE:
+			if (is_space(c))
+				return 0;
+			switch (c) {
+			case '{':
+				s->step = ST_BEGIN_STRING_OR_EMPTY;
+				return sc_push(s, c, true);
+			case '[':
+				s->step = ST_BEGIN_VALUE_OR_EMPTY;
+				return sc_push(s, c, false);
+			case '"':
+				s->step = ST_STR;
+				return 0;
+			case '-':
+				s->step = ST_NEG;
+				return 0;
+			case '0':
+				s->step = ST_0;
+				return 0;
+			case 't':
+				s->step = ST_T;
+				return 0;
+			case 'f':
+				s->step = ST_F;
+				return 0;
+			case 'n':
+				s->step = ST_N;
+				return 0;
+			}
+			if (c >= '1' && c <= '9') {
+				s->step = ST_1;
+				return 0;
+			}
+			return sc_error(s, c, "looking for beginning of value");
+		case ST_BEGIN_STRING_OR_EMPTY:
+			if (is_space(c))
+				return 0;
+			if (c == '}') {
+				s->ps = PS_VALUE;
+				s->step = ST_END_VALUE;
+				continue;
+			}
+			s->step = ST_BEGIN_STRING;
+			continue;
+		case ST_BEGIN_STRING:
+			if (is_space(c))
+				return 0;
+			if (c == '"') {
+				s->step = ST_STR;
+				return 0;
+			}
+			return sc_error(s, c, "looking for beginning of object key string");
+		case ST_END_VALUE:
+			if (s->depth == 0) {
+				s->step = ST_END_TOP;
+				s->end_top = true;
+				continue;
+			}
+			if (is_space(c))
+				return 0;
+			switch (s->ps) {
+			case PS_KEY:
+				if (c == ':') {
+					s->ps = PS_VALUE;
+					s->step = ST_BEGIN_VALUE;
+					return 0;
+				}
+				return sc_error(s, c, "after object key");
+			case PS_VALUE:
+				if (c == ',') {
+					s->ps = PS_KEY;
+					s->step = ST_BEGIN_STRING;
+					return 0;
+				}
+				if (c == '}') {
+					sc_pop(s);
+					return 0;
+				}
+				return sc_error(s, c, "after object key:value pair");
+			default:
+				if (c == ',') {
+					s->step = ST_BEGIN_VALUE;
+					return 0;
+				}
+				if (c == ']') {
+					sc_pop(s);
+					return 0;
+				}
+				return sc_error(s, c, "after array element");
+			}
+		case ST_END_TOP:
+			if (!is_space(c))
+				return sc_error(s, c, "after top-level value");
+			return 0;
+		case ST_STR:
+			if (c == '"') {
+				s->step = ST_END_VALUE;
+				return 0;
+			}
+			if (c == '\\') {
+				s->step = ST_STR_ESC;
+				return 0;
+			}
+			if (c < 0x20)
+				return sc_error(s, c, "in string literal");
+			return 0;
+		case ST_STR_ESC:
+			switch (c) {
+			case 'b': case 'f': case 'n': case 'r': case 't':
+			case '\\': case '/': case '"':
+				s->step = ST_STR;
+				return 0;
+			case 'u':
+				s->step = ST_U;
+				return 0;
+			}
+			return sc_error(s, c, "in string escape code");
+		case ST_U:
+		case ST_U1:
+		case ST_U12:
+		case ST_U123:
+			if (!is_hex(c))
+				return sc_error(s, c, "in \\u hexadecimal character escape");
+			s->step = s->step == ST_U123 ? ST_STR : s->step + 1;
+			return 0;
+		case ST_NEG:
+			if (c == '0') {
+				s->step = ST_0;
+				return 0;
+			}
+			if (c >= '1' && c <= '9') {
+				s->step = ST_1;
+				return 0;
+			}
+			return sc_error(s, c, "in numeric literal");
+		case ST_1:
+			if (c >= '0' && c <= '9')
+				return 0;
+			s->step = ST_0;
+			continue;
+		case ST_0:
+			if (c == '.') {
+				s->step = ST_DOT;
+				return 0;
+			}
+			if (c == 'e' || c == 'E') {
+				s->step = ST_E;
+				return 0;
+			}
+			s->step = ST_END_VALUE;
+			continue;
+		case ST_DOT:
+			if (c >= '0' && c <= '9') {
+				s->step = ST_DOT0;
+				return 0;
+			}
+			return sc_error(s, c, "after decimal point in numeric literal");
+		case ST_DOT0:
+			if (c >= '0' && c <= '9')
+				return 0;
+			if (c == 'e' || c == 'E') {
+				s->step = ST_E;
+				return 0;
+			}
+			s->step = ST_END_VALUE;
+			continue;
+		case ST_E:
+			if (c == '+' || c == '-') {
+				s->step = ST_ESIGN;
+				return 0;
+			}
+			s->step = ST_ESIGN;
+			continue;
+		case ST_ESIGN:
+			if (c >= '0' && c <= '9') {
+				s->step = ST_E0;
+				return 0;
+			}
+			return sc_error(s, c, "in exponent of numeric literal");
+		case ST_E0:
+			if (c >= '0' && c <= '9')
+				return 0;
+			s->step = ST_END_VALUE;
+			continue;
+		case ST_T:
+			if (c != 'r')
+				return sc_error(s, c, "in literal true (expecting 'r')");
+			s->step = ST_TR;
+			return 0;
+		case ST_TR:
+			if (c != 'u')
+				return sc_error(s, c, "in literal true (expecting 'u')");
+			s->step = ST_TRU;
+			return 0;
+		case ST_TRU:
+			if (c != 'e')
+				return sc_error(s, c, "in literal true (expecting 'e')");
+			s->step = ST_END_VALUE;
+			return 0;
+		case ST_F:
+			if (c != 'a')
+				return sc_error(s, c, "in literal false (expecting 'a')");
+			s->step = ST_FA;
+			return 0;
+		case ST_FA:
+			if (c != 'l')
+				return sc_error(s, c, "in literal false (expecting 'l')");
+			s->step = ST_FAL;
+			return 0;
+		case ST_FAL:
+			if (c != 's')
+				return sc_error(s, c, "in literal false (expecting 's')");
+			s->step = ST_FALS;
+			return 0;
+		case ST_FALS:
+			if (c != 'e')
+				return sc_error(s, c, "in literal false (expecting 'e')");
+			s->step = ST_END_VALUE;
+			return 0;
+		case ST_N:
+			if (c != 'u')
+				return sc_error(s, c, "in literal null (expecting 'u')");
+			s->step = ST_NU;
+			return 0;
+		case ST_NU:
+			if (c != 'l')
+				return sc_error(s, c, "in literal null (expecting 'l')");
+			s->step = ST_NUL;
+			return 0;
+		case ST_NUL:
+			if (c != 'l')
+				return sc_error(s, c, "in literal null (expecting 'l')");
+			s->step = ST_END_VALUE;
+			return 0;
+		default:
+			return -1;
+		}
+	}
+}
+
+/* Go's quoteChar: the byte as a rune in single quotes, escaped the way
+ * strconv.Quote does (U+0080..U+00FF are runes, printed as UTF-8 when
+ * printable). */
+static int quote_char(char *out, size_t cap, unsigned char c)
+{
+	static const char hex[] = "0123456789abcdef";
+	if (c == '\'')
+		return snprintf(out, cap, "'\\''");
+	if (c == '"')
+		return snprintf(out, cap, "'\"'");
+	if (c == '\\')
+		return snprintf(out, cap, "'\\\\'");
+	if (c >= 0x20 && c < 0x7f)
+		return snprintf(out, cap, "'%c'", c);
+	switch (c) {
+	case '\a': return snprintf(out, cap, "'\\a'");
+	case '\b': return snprintf(out, cap, "'\\b'");
+	case '\f': return snprintf(out, cap, "'\\f'");
+	case '\n': return snprintf(out, cap, "'\\n'");
+	case '\r': return snprintf(out, cap, "'\\r'");
+	case '\t': return snprintf(out, cap, "'\\t'");
+	case '\v': return snprintf(out, cap, "'\\v'");
+	}
+	if (c < 0x20 || c == 0x7f)
+		return snprintf(out, cap, "'\\x%c%c'", hex[c >> 4], hex[c & 15]);
+	/* C1 controls, NO-BREAK SPACE and SOFT HYPHEN are not printable. */
+	if (c < 0xa0 || c == 0xa0 || c == 0xad)
+		return snprintf(out, cap, "'\\u00%c%c'", hex[c >> 4], hex[c & 15]);
+	return snprintf(out, cap, "'%c%c'", 0xc0 | (c >> 6), 0x80 | (c & 0x3f));
+}
+
+int bj_check(const char *p, size_t n, char *err, size_t errlen)
+{
+	struct scan s;
+	s.step = ST_BEGIN_VALUE;
+	s.ps = PS_ARRAY;
+	s.end_top = false;
+	s.depth = 0;
+	s.ctx = NULL;
+	s.errc = 0;
+	const unsigned char *u = (const unsigned char *)p;
+	int rc = 0;
+	for (size_t i = 0; i < n; i++) {
+		/* Fast path through string bodies. */
+		if (s.step == ST_STR) {
+			while (i < n && u[i] >= 0x20 && u[i] != '"' && u[i] != '\\')
+				i++;
+			if (i == n)
+				break;
+		}
+		if (sc_step(&s, u[i]) < 0) {
+			rc = -1;
+			break;
+		}
+	}
+	if (rc == 0) {
+		if (s.end_top)
+			return 0;
+		sc_step(&s, ' ');
+		if (s.end_top && s.step != ST_ERROR)
+			return 0;
+	}
+	if (err && errlen) {
+		if (!s.ctx) {
+			snprintf(err, errlen, "unexpected end of JSON input");
+		} else {
+			char q[16];
+			quote_char(q, sizeof(q), s.errc);
+			snprintf(err, errlen, "invalid character %s %s", q, s.ctx);
+		}
+	}
+	return -EINVAL;
+}
+
+/* ---- walking checked text ------------------------------------------------- */
+
+static const char *skip_ws(const char *p, const char *end)
+{
+	while (p < end && is_space((unsigned char)*p))
+		p++;
+	return p;
+}
+
+static const char *skip_string(const char *p, const char *end)
+{
+	for (p++; p < end; p++) {
+		if (*p == '\\')
+			p++;
+		else if (*p == '"')
+			return p + 1;
+	}
+	return end;
+}
+
+static enum bj_type type_of(char c)
+{
+	switch (c) {
+	case '"': return BJ_STRING;
+	case '{': return BJ_OBJECT;
+	case '[': return BJ_ARRAY;
+	case 't': case 'f': return BJ_BOOL;
+	case 'n': return BJ_NULL;
+	default: return BJ_NUMBER;
+	}
+}
+
+static const char *skip_value(const char *p, const char *end)
+{
+	if (p >= end)
+		return end;
+	switch (*p) {
+	case '"':
+		return skip_string(p, end);
+	case '{':
+	case '[': {
+		size_t depth = 0;
+		while (p < end) {
+			char c = *p;
+			if (c == '"') {
+				p = skip_string(p, end);
+				continue;
+			}
+			if (c == '{' || c == '[') {
+				depth++;
+			} else if (c == '}' || c == ']') {
+				if (--depth == 0)
+					return p + 1;
+			}
+			p++;
+		}
+		return end;
+	}
+	default:
+		while (p < end && (*p == '-' || *p == '+' || *p == '.' ||
+				   (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
+				   (*p >= 'A' && *p <= 'Z')))
+			p++;
+		return p;
+	}
+}
+
+static bj_val value_at(const char *p, const char *end)
+{
+	bj_val v = {p, 0, BJ_NONE};
+	if (p >= end)
+		return v;
+	v.t = type_of(*p);
+	v.n = (size_t)(skip_value(p, end) - p);
+	return v;
+}
+
+bj_val bj_value(const char *p, size_t n)
+{
+	const char *end = p + n;
+	return value_at(skip_ws(p, end), end);
+}
+
+void bj_iter_init(bj_iter *it, const bj_val *c)
+{
+	it->p = c->p + 1;
+	it->end = c->n >= 2 ? c->p + c->n - 1 : it->p;
+	it->first = true;
+}
+
+static bool iter_advance(bj_iter *it)
+{
+	it->p = skip_ws(it->p, it->end);
+	if (it->p >= it->end)
+		return false;
+	if (!it->first && *it->p == ',')
+		it->p = skip_ws(it->p + 1, it->end);
+	it->first = false;
+	return it->p < it->end;
+}
+
+bool bj_obj_next(bj_iter *it, bj_val *key, bj_val *val)
+{
+	if (!iter_advance(it))
+		return false;
+	*key = value_at(it->p, it->end);
+	it->p = skip_ws(it->p + key->n, it->end);
+	if (it->p < it->end && *it->p == ':')
+		it->p++;
+	it->p = skip_ws(it->p, it->end);
+	*val = value_at(it->p, it->end);
+	it->p += val->n;
+	return key->t == BJ_STRING && val->t != BJ_NONE;
+}
+
+bool bj_arr_next(bj_iter *it, bj_val *elem)
+{
+	if (!iter_advance(it))
+		return false;
+	*elem = value_at(it->p, it->end);
+	it->p += elem->n;
+	return elem->t != BJ_NONE;
+}
+
+/* ---- strings ---------------------------------------------------------------- */
+
+static unsigned hex4(const unsigned char *p)
+{
+	unsigned r = 0;
+	for (int i = 0; i < 4; i++) {
+		unsigned c = p[i];
+		r <<= 4;
+		if (c >= '0' && c <= '9')
+			r |= c - '0';
+		else if (c >= 'a' && c <= 'f')
+			r |= c - 'a' + 10;
+		else
+			r |= c - 'A' + 10;
+	}
+	return r;
+}
+
+static size_t put_utf8(char *out, unsigned r)
+{
+	if (r < 0x80) {
+		out[0] = (char)r;
+		return 1;
+	}
+	if (r < 0x800) {
+		out[0] = (char)(0xc0 | (r >> 6));
+		out[1] = (char)(0x80 | (r & 0x3f));
+		return 2;
+	}
+	if (r < 0x10000) {
+		out[0] = (char)(0xe0 | (r >> 12));
+		out[1] = (char)(0x80 | ((r >> 6) & 0x3f));
+		out[2] = (char)(0x80 | (r & 0x3f));
+		return 3;
+	}
+	out[0] = (char)(0xf0 | (r >> 18));
+	out[1] = (char)(0x80 | ((r >> 12) & 0x3f));
+	out[2] = (char)(0x80 | ((r >> 6) & 0x3f));
+	out[3] = (char)(0x80 | (r & 0x3f));
+	return 4;
+}
+
+/* Length of the valid UTF-8 sequence at p (as Go's utf8.DecodeRune accepts
+ * it), or 0 when invalid; *rune gets its value. */
+static size_t utf8_seq(const unsigned char *p, const unsigned char *end, unsigned *rune)
+{
+	unsigned c = p[0];
+	size_t avail = (size_t)(end - p);
+	unsigned lo = 0x80, hi = 0xbf;
+	size_t len;
+	if (c < 0x80) {
+		*rune = c;
+		return 1;
+	} else if (c >= 0xc2 && c <= 0xdf) {
+		len = 2;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		len = 3;
+		if (c == 0xe0)
+			lo = 0xa0;
+		else if (c == 0xed)
+			hi = 0x9f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		len = 4;
+		if (c == 0xf0)
+			lo = 0x90;
+		else if (c == 0xf4)
+			hi = 0x8f;
+	} else {
+		return 0;
+	}
+	if (avail < len || p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < len; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
+	if (len == 2)
+		*rune = ((c & 0x1f) << 6) | (p[1] & 0x3f);
+	else if (len == 3)
+		*rune = ((c & 0x0f) << 12) | ((p[1] & 0x3fu) << 6) | (p[2] & 0x3f);
+	else
+		*rune = ((c & 0x07) << 18) | ((p[1] & 0x3fu) << 12) | ((p[2] & 0x3fu) << 6) |
+			(p[3] & 0x3f);
+	return len;
+}
+
+size_t bj_unquote(const bj_val *s, char *out)
+{
+	if (s->t != BJ_STRING || s->n < 2)
+		return 0;
+	const unsigned char *p = (const unsigned char *)s->p + 1;
+	const unsigned char *end = (const unsigned char *)s->p + s->n - 1;
+	size_t o = 0;
+	while (p < end) {
+		unsigned c = *p;
+		if (c == '\\' && end - p >= 2) {
+			c = p[1];
+			p += 2;
+			switch (c) {
+			case 'b': out[o++] = '\b'; break;
+			case 'f': out[o++] = '\f'; break;
+			case 'n': out[o++] = '\n'; break;
+			case 'r': out[o++] = '\r'; break;
+			case 't': out[o++] = '\t'; break;
+			case 'u': {
+				if (end - p < 4) {
+					p = end;
+					break;
+				}
+				unsigned r = hex4(p);
+				p += 4;
+				if (r >= 0xd800 && r < 0xe000) {
+					/* A surrogate: only a high one followed by an
+					 * escaped low one makes a pair; else U+FFFD. */
+					if (r < 0xdc00 && end - p >= 6 && p[0] == '\\' &&
+					    p[1] == 'u' && is_hex(p[2]) && is_hex(p[3]) &&
+					    is_hex(p[4]) && is_hex(p[5])) {
+						unsigned r2 = hex4(p + 2);
+						if (r2 >= 0xdc00 && r2 < 0xe000) {
+							r = 0x10000 + ((r - 0xd800) << 10) +
+							    (r2 - 0xdc00);
+							p += 6;
+							o += put_utf8(out + o, r);
+							break;
+						}
+					}
+					r = 0xfffd;
+				}
+				o += put_utf8(out + o, r);
+				break;
+			}
+			default:
+				out[o++] = (char)c;
+				break;
+			}
+			continue;
+		}
+		if (c < 0x80) {
+			out[o++] = (char)c;
+			p++;
+			continue;
+		}
+		unsigned r;
+		size_t l = utf8_seq(p, end, &r);
+		if (!l) {
+			o += put_utf8(out + o, 0xfffd);
+			p++;
+			continue;
+		}
+		memcpy(out + o, p, l);
+		o += l;
+		p += l;
+	}
+	return o;
+}
+
+char *bj_unquote_dup(const bj_val *s, arena *a, size_t *len)
+{
+	char *out = arena_alloc(a, 3 * s->n + 1);
+	if (!out)
+		return NULL;
+	size_t n = bj_unquote(s, out);
+	out[n] = '\0';
+	if (len)
+		*len = n;
+	return out;
+}
+
+/* Names compared here are short; longer keys cannot decode to them. */
+#define KEY_MAX 48
+
+static size_t decode_key(const bj_val *s, size_t name_len, char *buf)
+{
+	if (s->t != BJ_STRING || s->n > 6 * name_len + 2 || name_len > KEY_MAX)
+		return (size_t)-1;
+	return bj_unquote(s, buf);
+}
+
+bool bj_str_eq(const bj_val *s, const char *name)
+{
+	char buf[3 * (6 * KEY_MAX + 2)];
+	size_t nl = strlen(name);
+	size_t n = decode_key(s, nl, buf);
+	return n == nl && memcmp(buf, name, nl) == 0;
+}
+
+bool bj_key_fold(const bj_val *s, const char *name)
+{
+	char buf[3 * (6 * KEY_MAX + 2)];
+	size_t nl = strlen(name);
+	size_t n = decode_key(s, nl, buf);
+	if (n == (size_t)-1)
+		return false;
+	const unsigned char *p = (const unsigned char *)buf, *end = p + n;
+	size_t i = 0;
+	while (p < end) {
+		unsigned r;
+		size_t l = utf8_seq(p, end, &r);
+		if (!l)
+			return false;
+		p += l;
+		/* Go folds with ToUpper(ToLower(r)); these are the non-ASCII runes
+		 * that land on ASCII letters. */
+		if (r >= 'a' && r <= 'z')
+			r -= 'a' - 'A';
+		else if (r == 0x130 || r == 0x131)
+			r = 'I';
+		else if (r == 0x17f)
+			r = 'S';
+		else if (r == 0x212a)
+			r = 'K';
+		else if (r >= 0x80)
+			return false;
+		if (i >= nl)
+			return false;
+		unsigned c = (unsigned char)name[i++];
+		if (c >= 'a' && c <= 'z')
+			c -= 'a' - 'A';
+		if (r != c)
+			return false;
+	}
+	return i == nl;
+}
+
+size_t bj_quote(const char *s, size_t n, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)s, *end = p + n;
+	size_t o = 0;
+	out[o++] = '"';
+	while (p < end) {
+		unsigned c = *p;
+		if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+			out[o++] = (char)c;
+			p++;
+			continue;
+		}
+		if (c < 0x80) {
+			out[o++] = '\\';
+			switch (c) {
+			case '"': out[o++] = '"'; break;
+			case '\\': out[o++] = '\\'; break;
+			case '\b': out[o++] = 'b'; break;
+			case '\f': out[o++] = 'f'; break;
+			case '\n': out[o++] = 'n'; break;
+			case '\r': out[o++] = 'r'; break;
+			case '\t': out[o++] = 't'; break;
+			default:
+				memcpy(out + o, "u00", 3);
+				o += 3;
+				out[o++] = hex[c >> 4];
+				out[o++] = hex[c & 15];
+			}
+			p++;
+			continue;
+		}
+		unsigned r;
+		size_t l = utf8_seq(p, end, &r);
+		if (!l) {
+			memcpy(out + o, "\\ufffd", 6);
+			o += 6;
+			p++;
+			continue;
+		}
+		if (r == 0x2028 || r == 0x2029) {
+			memcpy(out + o, r == 0x2028 ? "\\u2028" : "\\u2029", 6);
+			o += 6;
+		} else {
+			memcpy(out + o, p, l);
+			o += l;
+		}
+		p += l;
+	}
+	out[o++] = '"';
+	return o;
+}
+
+/* ---- numbers ---------------------------------------------------------------- */
+
+/* Rewrites a JSON number as "-0.<digits>e<exp>" with at most NUM_DIGITS
+ * significant digits plus a sticky digit, which is enough for strtod to round
+ * exactly as it would on the full text. */
+#define NUM_DIGITS 800
+
+static double num_value(const char *p, size_t n)
+{
+	char buf[NUM_DIGITS + 40];
+	const char *end = p + n;
+	size_t o = 0;
+	bool neg = false, sticky = false, any = false;
+	long long exp10 = 0;
+	if (p < end && *p == '-') {
+		neg = true;
+		p++;
+	}
+	if (neg)
+		buf[o++] = '-';
+	buf[o++] = '0';
+	buf[o++] = '.';
+	size_t ndig = 0;
+	bool in_frac = false;
+	for (; p < end; p++) {
+		char c = *p;
+		if (c == '.') {
+			in_frac = true;
+			continue;
+		}
+		if (c < '0' || c > '9')
+			break;
+		if (!any && c == '0') {
+			/* Leading zeros shift the point in a fraction only. */
+			if (in_frac)
+				exp10--;
+			continue;
+		}
+		any = true;
+		if (!in_frac)
+			exp10++;
+		if (ndig < NUM_DIGITS) {
+			buf[o++] = c;
+			ndig++;
+		} else if (c != '0') {
+			sticky = true;
+		}
+	}
+	if (!any)
+		return neg ? -0.0 : 0.0;
+	if (sticky)
+		buf[o++] = '1';
+	if (p < end && (*p == 'e' || *p == 'E')) {
+		p++;
+		bool eneg = false;
+		if (p < end && (*p == '+' || *p == '-'))
+			eneg = *p++ == '-';
+		long long e = 0;
+		for (; p < end && *p >= '0' && *p <= '9'; p++)
+			if (e < 100000000)
+				e = e * 10 + (*p - '0');
+		exp10 += eneg ? -e : e;
+	}
+	if (exp10 > 100000000)
+		exp10 = 100000000;
+	if (exp10 < -100000000)
+		exp10 = -100000000;
+	snprintf(buf + o, sizeof(buf) - o, "e%lld", exp10);
+	return strtod(buf, NULL);
+}
+
+bool bj_float_overflows(const char *p, size_t n)
+{
+	return isinf(num_value(p, n));
+}
+
+double bj_double(const bj_val *v)
+{
+	return v->t == BJ_NUMBER ? num_value(v->p, v->n) : 0;
+}
+
+bool bj_int64(const bj_val *v, int64_t *out)
+{
+	if (v->t != BJ_NUMBER)
+		return false;
+	const char *p = v->p, *end = v->p + v->n;
+	bool neg = false;
+	if (p < end && *p == '-') {
+		neg = true;
+		p++;
+	}
+	if (p == end)
+		return false;
+	uint64_t acc = 0, lim = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+	for (; p < end; p++) {
+		if (*p < '0' || *p > '9')
+			return false;
+		unsigned d = (unsigned)(*p - '0');
+		if (acc > (lim - d) / 10)
+			return false;
+		acc = acc * 10 + d;
+	}
+	*out = neg ? (int64_t)(0 - acc) : (int64_t)acc;
+	return true;
+}
+
+/* ---- request body (openai-parser) ---------------------------------------- */
+
+/* The first number in a checked document that does not fit a float64 (Go
+ * decodes every number of the map into float64 and reports the first). */
+static bool first_overflow(const char *p, size_t n, bj_val *num)
+{
+	const char *end = p + n;
+	while (p < end) {
+		char c = *p;
+		if (c == '"') {
+			p = skip_string(p, end);
+			continue;
+		}
+		if (c == '-' || (c >= '0' && c <= '9')) {
+			const char *e = skip_value(p, end);
+			if (bj_float_overflows(p, (size_t)(e - p))) {
+				num->p = p;
+				num->n = (size_t)(e - p);
+				num->t = BJ_NUMBER;
+				return true;
+			}
+			p = e;
+			continue;
+		}
+		p++;
+	}
+	return false;
+}
+
+bool bj_has_overflow(const bj_val *v)
+{
+	bj_val num;
+	return first_overflow(v->p, v->n, &num);
+}
+
+/* Typed checks mirror the Go structs the parser unmarshals into
+ * (framework/interface/scheduling/types.go): a value of the wrong JSON type
+ * for its field makes Unmarshal fail, which fails the API validation. */
+typedef bool (*chk_fn)(const bj_val *v);
+
+struct field {
+	const char *name;
+	chk_fn chk;
+};
+
+static bool chk_any(const bj_val *v)
+{
+	(void)v;
+	return true;
+}
+
+static bool chk_string(const bj_val *v)
+{
+	return v->t == BJ_STRING || v->t == BJ_NULL;
+}
+
+static bool chk_bool(const bj_val *v)
+{
+	return v->t == BJ_BOOL || v->t == BJ_NULL;
+}
+
+static bool chk_slice(const bj_val *v)
+{
+	return v->t == BJ_ARRAY || v->t == BJ_NULL;
+}
+
+static bool chk_map(const bj_val *v)
+{
+	return v->t == BJ_OBJECT || v->t == BJ_NULL;
+}
+
+static bool chk_struct(const bj_val *v, const struct field *f, size_t nf)
+{
+	if (v->t == BJ_NULL)
+		return true;
+	if (v->t != BJ_OBJECT)
+		return false;
+	bj_iter it;
+	bj_val k, val;
+	bj_iter_init(&it, v);
+	while (bj_obj_next(&it, &k, &val))
+		for (size_t i = 0; i < nf; i++)
+			if (bj_key_fold(&k, f[i].name)) {
+				if (!f[i].chk(&val))
+					return false;
+				break;
+			}
+	return true;
+}
+
+/* A slice of elements; counts them (a JSON null slice has none). */
+static bool chk_slice_of(const bj_val *v, chk_fn elem, size_t *count)
+{
+	size_t n = 0;
+	if (v->t == BJ_ARRAY) {
+		bj_iter it;
+		bj_val e;
+		bj_iter_init(&it, v);
+		while (bj_arr_next(&it, &e)) {
+			if (!elem(&e))
+				return false;
+			n++;
+		}
+	} else if (v->t != BJ_NULL) {
+		return false;
+	}
+	if (count)
+		*count = n;
+	return true;
+}
+
+static const struct field url_fields[] = {{"url", chk_string}};
+static const struct field audio_fields[] = {{"data", chk_string}, {"format", chk_string}};
+
+static bool chk_url_block(const bj_val *v)
+{
+	return chk_struct(v, url_fields, 1);
+}
+
+static bool chk_audio_block(const bj_val *v)
+{
+	return chk_struct(v, audio_fields, 2);
+}
+
+static const struct field block_fields[] = {
+	{"type", chk_string},
+	{"text", chk_string},
+	{"image_url", chk_url_block},
+	{"input_audio", chk_audio_block},
+	{"video_url", chk_url_block},
+};
+
+static bool chk_block(const bj_val *v)
+{
+	return chk_struct(v, block_fields, 5);
+}
+
+/* Content.UnmarshalJSON: a string (or null), else a []ContentBlock. */
+static bool chk_content(const bj_val *v)
+{
+	if (v->t == BJ_STRING || v->t == BJ_NULL)
+		return true;
+	return v->t == BJ_ARRAY && chk_slice_of(v, chk_block, NULL);
+}
+
+static const struct field message_fields[] = {{"role", chk_string}, {"content", chk_content}};
+
+static bool chk_message(const bj_val *v)
+{
+	return chk_struct(v, message_fields, 2);
+}
+
+static const struct field item_fields[] = {
+	{"type", chk_string},
+	{"role", chk_string},
+	{"content", chk_any},
+};
+
+static bool chk_item(const bj_val *v)
+{
+	return chk_struct(v, item_fields, 3);
+}
+
+static bool chk_prompt_elem(const bj_val *v)
+{
+	return v->t == BJ_STRING || v->t == BJ_NULL;
+}
+
+/* What the typed decode leaves behind, field by field, in member order. */
+struct typed {
+	bool ok;
+	bool prompt_raw;       /* Prompt.Raw != "" */
+	size_t prompt_strings; /* len(Prompt.Strings) */
+	size_t n_messages, n_items;
+	bool input_set;
+};
+
+static void typed_member(struct typed *t, enum sched_api api, const bj_val *k, const bj_val *v)
+{
+	if (bj_key_fold(k, "cache_salt")) {
+		t->ok &= chk_string(v);
+		return;
+	}
+	switch (api) {
+	case SCHED_API_COMPLETIONS:
+		if (!bj_key_fold(k, "prompt"))
+			return;
+		/* Prompt.UnmarshalJSON keeps the other form from an earlier
+		 * duplicate member, as Go does. */
+		if (v->t == BJ_STRING)
+			t->prompt_raw = v->n > 2;
+		else if (v->t == BJ_ARRAY)
+			t->ok &= chk_slice_of(v, chk_prompt_elem, &t->prompt_strings);
+		else
+			t->ok = false;
+		return;
+	case SCHED_API_CHAT:
+		if (bj_key_fold(k, "messages"))
+			t->ok &= chk_slice_of(v, chk_message, &t->n_messages);
+		else if (bj_key_fold(k, "tools") || bj_key_fold(k, "documents"))
+			t->ok &= chk_slice(v);
+		else if (bj_key_fold(k, "chat_template"))
+			t->ok &= chk_string(v);
+		else if (bj_key_fold(k, "return_assistant_tokens_mask") ||
+			 bj_key_fold(k, "continue_final_message") ||
+			 bj_key_fold(k, "add_generation_prompt"))
+			t->ok &= chk_bool(v);
+		else if (bj_key_fold(k, "chat_template_kwargs"))
+			t->ok &= chk_map(v);
+		return;
+	case SCHED_API_RESPONSES:
+	case SCHED_API_EMBEDDINGS:
+		if (bj_key_fold(k, "input"))
+			t->input_set = v->t != BJ_NULL;
+		return;
+	case SCHED_API_CONVERSATIONS:
+		if (bj_key_fold(k, "items"))
+			t->ok &= chk_slice_of(v, chk_item, &t->n_items);
+		else if (bj_key_fold(k, "metadata"))
+			t->ok &= chk_map(v);
+		return;
+	}
+}
+
+static void record_span(body_req *r, const bj_val *k, const bj_val *v)
+{
+	static const struct {
+		const char *name;
+		size_t off;
+	} spans[] = {
+		{"prompt", offsetof(body_req, prompt)},
+		{"messages", offsetof(body_req, messages)},
+		{"input", offsetof(body_req, input)},
+		{"items", offsetof(body_req, items)},
+		{"instructions", offsetof(body_req, instructions)},
+		{"tools", offsetof(body_req, tools)},
+		{"cache_salt", offsetof(body_req, cache_salt)},
+	};
+	for (size_t i = 0; i < sizeof(spans) / sizeof(spans[0]); i++)
+		if (bj_key_fold(k, spans[i].name)) {
+			*(bj_val *)((char *)r + spans[i].off) = *v;
+			return;
+		}
+}
+
+static const char *type_name(enum bj_type t)
+{
+	switch (t) {
+	case BJ_STRING: return "string";
+	case BJ_NUMBER: return "number";
+	case BJ_BOOL: return "bool";
+	case BJ_ARRAY: return "array";
+	default: return "object";
+	}
+}
+
+int body_parse_request(const char *p, size_t n, enum sched_api api, body_req *out, char *err,
+		       size_t errlen)
+{
+	static const char pfx[] = "error unmarshaling request bodyMap: ";
+	char goerr[256];
+	memset(out, 0, sizeof(*out));
+	if (bj_check(p, n, goerr, sizeof(goerr)) < 0) {
+		snprintf(err, errlen, "%s%s", pfx, goerr);
+		return -EINVAL;
+	}
+	bj_val top = bj_value(p, n);
+	if (top.t != BJ_OBJECT && top.t != BJ_NULL) {
+		snprintf(
+			err, errlen,
+			"%sjson: cannot unmarshal %s into Go value of type map[string]interface {}",
+			pfx, type_name(top.t));
+		return -EINVAL;
+	}
+	bj_val big;
+	if (top.t == BJ_OBJECT && first_overflow(top.p, top.n, &big)) {
+		snprintf(err, errlen,
+			 "%sjson: cannot unmarshal number %.*s into Go value of type float64", pfx,
+			 (int)(big.n > 4096 ? 4096 : big.n), big.p);
+		return -EINVAL;
+	}
+
+	struct typed t = {.ok = true};
+	if (top.t == BJ_OBJECT) {
+		bj_iter it;
+		bj_val k, v;
+		bj_iter_init(&it, &top);
+		while (bj_obj_next(&it, &k, &v)) {
+			if (bj_str_eq(&k, "model"))
+				out->model = v;
+			else if (bj_str_eq(&k, "stream"))
+				out->stream = v.t == BJ_BOOL && v.p[0] == 't';
+			record_span(out, &k, &v);
+			if (t.ok)
+				typed_member(&t, api, &k, &v);
+		}
+	}
+
+	const char *msg = NULL;
+	switch (api) {
+	case SCHED_API_CONVERSATIONS:
+		if (!t.ok || t.n_items == 0)
+			msg = "invalid conversations request: must have items field";
+		break;
+	case SCHED_API_RESPONSES:
+		if (!t.ok || !t.input_set)
+			msg = "invalid responses request: must have input field";
+		break;
+	case SCHED_API_CHAT:
+		if (!t.ok || t.n_messages == 0)
+			msg = "invalid chat completions request: must have valid messages field";
+		break;
+	case SCHED_API_COMPLETIONS:
+		if (!t.ok || (!t.prompt_raw && t.prompt_strings == 0))
+			msg = "invalid completions request: must have prompt field";
+		break;
+	case SCHED_API_EMBEDDINGS:
+		if (!t.ok || !t.input_set)
+			msg = "invalid embeddings request: must have input field";
+		break;
+	}
+	if (msg) {
+		snprintf(err, errlen, "%s", msg);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int body_rewrite_model(const char *p, size_t n, const bj_val *model, const char *target,
+		       size_t tlen, arena *a, const char **out, size_t *outlen)
+{
+	size_t pre = (size_t)(model->p - p);
+	size_t post = n - pre - model->n;
+	char *buf = arena_alloc(a, pre + 6 * tlen + 2 + post + 1);
+	if (!buf)
+		return -ENOMEM;
+	memcpy(buf, p, pre);
+	size_t q = bj_quote(target, tlen, buf + pre);
+	memcpy(buf + pre + q, model->p + model->n, post);
+	buf[pre + q + post] = '\0';
+	*out = buf;
+	*outlen = pre + q + post;
+	return 0;
+}

@@ -1,0 +1,721 @@
+/* prefix-cache-scorer (spec §4.2) with its approximate prefix index: the
+ * request's user input is cut into blocks of blockSizeTokens x 4 characters
+ * and chained with xxhash64; an endpoint scores the share of leading blocks
+ * the index believes it holds. The index learns from the primary pick.
+ *
+ * Concurrency: the index is shared by all workers. Servers (endpoints) have
+ * their own lock over their LRU; the reverse map hash -> servers is split in
+ * shards with a lock each. A request takes one shard lock per block looked
+ * up and one server lock to learn; the only global lock is taken the first
+ * time a server name is seen, and by the two-minute cleanup.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* XXH64_state_t on the stack: no allocation per request. */
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
+
+#include "sched/plugins.h"
+
+#define MAX_SERVERS 1024
+#define SERVER_NAME_MAX 128
+#define NSHARDS 64
+#define CLEANUP_NS (120LL * 1000000000LL) /* servers gone from the pool */
+#define CHARS_PER_TOKEN 4
+
+/* ---- per-server LRU ---------------------------------------------------------- */
+
+struct lru_node {
+	uint64_t hash;
+	int32_t prev, next;
+};
+
+/* Open-addressed index hash -> node, sized once for the LRU's capacity, with
+ * the nodes in a list by recency. Nodes grow on demand up to the capacity. */
+struct lru {
+	struct lru_node *nodes;
+	int32_t *index; /* node, or IDX_EMPTY / IDX_DELETED */
+	size_t n, cap_nodes, index_size, deleted;
+	size_t capacity;
+	int32_t head, tail; /* head: most recent */
+};
+
+#define IDX_EMPTY (-1)
+#define IDX_DELETED (-2)
+#define LRU_MAX_CAPACITY (1u << 22)
+
+static size_t mix(uint64_t h)
+{
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	return (size_t)h;
+}
+
+static int lru_init(struct lru *l, size_t capacity)
+{
+	memset(l, 0, sizeof(*l));
+	l->head = l->tail = -1;
+	if (capacity > LRU_MAX_CAPACITY)
+		capacity = LRU_MAX_CAPACITY;
+	l->capacity = capacity ? capacity : 1;
+	size_t sz = 16;
+	while (sz < 2 * l->capacity)
+		sz *= 2;
+	l->index = malloc(sz * sizeof(*l->index));
+	if (!l->index)
+		return -ENOMEM;
+	for (size_t i = 0; i < sz; i++)
+		l->index[i] = IDX_EMPTY;
+	l->index_size = sz;
+	return 0;
+}
+
+static void lru_clear(struct lru *l)
+{
+	free(l->nodes);
+	free(l->index);
+	memset(l, 0, sizeof(*l));
+	l->head = l->tail = -1;
+}
+
+static int32_t lru_find(const struct lru *l, uint64_t hash, size_t *slot)
+{
+	size_t mask = l->index_size - 1;
+	for (size_t i = mix(hash) & mask;; i = (i + 1) & mask) {
+		int32_t v = l->index[i];
+		if (v == IDX_EMPTY)
+			return -1;
+		if (v >= 0 && l->nodes[v].hash == hash) {
+			*slot = i;
+			return v;
+		}
+	}
+}
+
+static void lru_index_put(struct lru *l, uint64_t hash, int32_t node)
+{
+	size_t mask = l->index_size - 1;
+	for (size_t i = mix(hash) & mask;; i = (i + 1) & mask)
+		if (l->index[i] < 0) {
+			if (l->index[i] == IDX_DELETED)
+				l->deleted--;
+			l->index[i] = node;
+			return;
+		}
+}
+
+/* Drops the deleted markers by re-indexing the list, in place. */
+static void lru_reindex(struct lru *l)
+{
+	for (size_t i = 0; i < l->index_size; i++)
+		l->index[i] = IDX_EMPTY;
+	l->deleted = 0;
+	for (int32_t v = l->head; v >= 0; v = l->nodes[v].next)
+		lru_index_put(l, l->nodes[v].hash, v);
+}
+
+static void lru_unlink(struct lru *l, int32_t v)
+{
+	struct lru_node *x = &l->nodes[v];
+	if (x->prev >= 0)
+		l->nodes[x->prev].next = x->next;
+	else
+		l->head = x->next;
+	if (x->next >= 0)
+		l->nodes[x->next].prev = x->prev;
+	else
+		l->tail = x->prev;
+}
+
+static void lru_push_front(struct lru *l, int32_t v)
+{
+	l->nodes[v].prev = -1;
+	l->nodes[v].next = l->head;
+	if (l->head >= 0)
+		l->nodes[l->head].prev = v;
+	l->head = v;
+	if (l->tail < 0)
+		l->tail = v;
+}
+
+/* Adds or refreshes |hash|. Returns 1 and sets *evicted when the oldest
+ * entry had to go, 0 otherwise, -ENOMEM (nothing changed) when the node
+ * array could not grow. */
+static int lru_add(struct lru *l, uint64_t hash, uint64_t *evicted)
+{
+	size_t slot;
+	int32_t v = lru_find(l, hash, &slot);
+	if (v >= 0) {
+		lru_unlink(l, v);
+		lru_push_front(l, v);
+		return 0;
+	}
+	int ret = 0;
+	if (l->n == l->capacity) {
+		v = l->tail;
+		*evicted = l->nodes[v].hash;
+		if (lru_find(l, *evicted, &slot) >= 0) {
+			l->index[slot] = IDX_DELETED;
+			l->deleted++;
+		}
+		lru_unlink(l, v);
+		ret = 1;
+	} else {
+		if (l->n == l->cap_nodes) {
+			size_t nc = l->cap_nodes ? l->cap_nodes * 2 : 256;
+			if (nc > l->capacity)
+				nc = l->capacity;
+			struct lru_node *nn = realloc(l->nodes, nc * sizeof(*nn));
+			if (!nn)
+				return -ENOMEM;
+			l->nodes = nn;
+			l->cap_nodes = nc;
+		}
+		v = (int32_t)l->n++;
+	}
+	l->nodes[v].hash = hash;
+	lru_push_front(l, v);
+	if ((l->n + l->deleted) * 4 > l->index_size * 3)
+		lru_reindex(l);
+	else
+		lru_index_put(l, hash, v);
+	return ret;
+}
+
+/* ---- the index ------------------------------------------------------------------ */
+
+struct pair {
+	uint64_t hash;
+	uint16_t sid;
+	uint8_t state; /* 0 empty, 1 used, 2 deleted */
+};
+
+struct shard {
+	pthread_mutex_t mu;
+	struct pair *t;
+	size_t size, used, deleted;
+};
+
+struct server {
+	pthread_mutex_t mu;
+	_Atomic uint64_t key; /* name hash | 1; 0 never used; KEY_FREE after removal */
+	char name[SERVER_NAME_MAX];
+	struct lru lru;
+};
+
+#define KEY_FREE 2 /* even: never a live key */
+
+struct prefix_index {
+	pthread_mutex_t reg; /* registering and removing servers */
+	_Atomic int64_t last_cleanup_ns;
+	struct shard shards[NSHARDS];
+	struct server servers[MAX_SERVERS];
+};
+
+static struct shard *shard_of(struct prefix_index *x, uint64_t hash)
+{
+	return &x->shards[(hash >> 58) & (NSHARDS - 1)];
+}
+
+static int shard_grow(struct shard *s)
+{
+	size_t sz = s->size ? s->size : 64;
+	while ((s->used + 1) * 2 > sz)
+		sz *= 2;
+	struct pair *nt = calloc(sz, sizeof(*nt));
+	if (!nt)
+		return -ENOMEM;
+	for (size_t i = 0; i < s->size; i++) {
+		if (s->t[i].state != 1)
+			continue;
+		size_t j = mix(s->t[i].hash) & (sz - 1);
+		while (nt[j].state)
+			j = (j + 1) & (sz - 1);
+		nt[j] = s->t[i];
+	}
+	free(s->t);
+	s->t = nt;
+	s->size = sz;
+	s->deleted = 0;
+	return 0;
+}
+
+static void shard_add(struct shard *s, uint64_t hash, uint16_t sid)
+{
+	if ((s->used + s->deleted + 1) * 4 > s->size * 3)
+		shard_grow(s);
+	/* Without room (allocation failed) the pair is simply not indexed. */
+	if ((s->used + s->deleted + 1) >= s->size)
+		return;
+	size_t mask = s->size - 1, free_slot = (size_t)-1;
+	for (size_t i = mix(hash) & mask;; i = (i + 1) & mask) {
+		struct pair *p = &s->t[i];
+		if (p->state == 1 && p->hash == hash && p->sid == sid)
+			return;
+		if (p->state == 2 && free_slot == (size_t)-1)
+			free_slot = i;
+		if (p->state == 0) {
+			if (free_slot == (size_t)-1)
+				free_slot = i;
+			else
+				s->deleted--;
+			s->t[free_slot] = (struct pair){hash, sid, 1};
+			s->used++;
+			return;
+		}
+	}
+}
+
+static void shard_del(struct shard *s, uint64_t hash, uint16_t sid)
+{
+	if (!s->size)
+		return;
+	size_t mask = s->size - 1;
+	for (size_t i = mix(hash) & mask;; i = (i + 1) & mask) {
+		struct pair *p = &s->t[i];
+		if (p->state == 0)
+			return;
+		if (p->state == 1 && p->hash == hash && p->sid == sid) {
+			p->state = 2;
+			s->used--;
+			s->deleted++;
+			return;
+		}
+	}
+}
+
+/* Servers holding |hash|, as a bitmap over server ids. */
+static bool index_get(struct prefix_index *x, uint64_t hash, uint64_t *bits)
+{
+	struct shard *s = shard_of(x, hash);
+	bool any = false;
+	memset(bits, 0, MAX_SERVERS / 8);
+	pthread_mutex_lock(&s->mu);
+	if (s->size) {
+		size_t mask = s->size - 1;
+		for (size_t i = mix(hash) & mask; s->t[i].state; i = (i + 1) & mask)
+			if (s->t[i].state == 1 && s->t[i].hash == hash) {
+				bits[s->t[i].sid / 64] |= 1ULL << (s->t[i].sid % 64);
+				any = true;
+			}
+	}
+	pthread_mutex_unlock(&s->mu);
+	return any;
+}
+
+static uint64_t name_key(const char *name)
+{
+	return XXH64(name, strlen(name), 0x9e3779b97f4a7c15ULL) | 1;
+}
+
+/* Server id of a name key, or -1. Lock-free: readers compare the published
+ * 64-bit keys only; names are read and written under the registry lock. */
+static int server_find(struct prefix_index *x, uint64_t key)
+{
+	for (size_t k = 0, i = key % MAX_SERVERS; k < MAX_SERVERS; k++, i = (i + 1) % MAX_SERVERS) {
+		uint64_t v = atomic_load(&x->servers[i].key);
+		if (v == 0)
+			return -1;
+		if (v == key)
+			return (int)i;
+	}
+	return -1;
+}
+
+static int server_get_or_add(struct prefix_index *x, const char *name, size_t capacity)
+{
+	uint64_t key = name_key(name);
+	int id = server_find(x, key);
+	if (id >= 0 || strlen(name) >= SERVER_NAME_MAX)
+		return id;
+	pthread_mutex_lock(&x->reg);
+	id = server_find(x, key);
+	for (size_t k = 0, i = key % MAX_SERVERS; id < 0 && k < MAX_SERVERS;
+	     k++, i = (i + 1) % MAX_SERVERS) {
+		uint64_t v = atomic_load(&x->servers[i].key);
+		if (v != 0 && v != KEY_FREE)
+			continue;
+		struct server *sv = &x->servers[i];
+		pthread_mutex_lock(&sv->mu);
+		snprintf(sv->name, sizeof(sv->name), "%s", name);
+		lru_clear(&sv->lru);
+		int rc = lru_init(&sv->lru, capacity);
+		pthread_mutex_unlock(&sv->mu);
+		if (rc < 0)
+			break;
+		atomic_store(&sv->key, key);
+		id = (int)i;
+	}
+	pthread_mutex_unlock(&x->reg);
+	return id;
+}
+
+static void index_learn(struct prefix_index *x, const uint64_t *hashes, size_t n,
+			const char *server, size_t capacity)
+{
+	int id = server_get_or_add(x, server, capacity);
+	if (id < 0)
+		return;
+	struct server *sv = &x->servers[id];
+	pthread_mutex_lock(&sv->mu);
+	/* The slot may have been retired between lookup and lock. */
+	if (atomic_load(&sv->key) == name_key(server)) {
+		for (size_t i = 0; i < n; i++) {
+			uint64_t ev;
+			int r = lru_add(&sv->lru, hashes[i], &ev);
+			if (r < 0)
+				break;
+			if (r == 1) {
+				struct shard *s = shard_of(x, ev);
+				pthread_mutex_lock(&s->mu);
+				shard_del(s, ev, (uint16_t)id);
+				pthread_mutex_unlock(&s->mu);
+			}
+			struct shard *s = shard_of(x, hashes[i]);
+			pthread_mutex_lock(&s->mu);
+			shard_add(s, hashes[i], (uint16_t)id);
+			pthread_mutex_unlock(&s->mu);
+		}
+	}
+	pthread_mutex_unlock(&sv->mu);
+}
+
+static void server_remove(struct prefix_index *x, int id)
+{
+	struct server *sv = &x->servers[id];
+	pthread_mutex_lock(&sv->mu);
+	for (int32_t v = sv->lru.head; v >= 0; v = sv->lru.nodes[v].next) {
+		struct shard *s = shard_of(x, sv->lru.nodes[v].hash);
+		pthread_mutex_lock(&s->mu);
+		shard_del(s, sv->lru.nodes[v].hash, (uint16_t)id);
+		pthread_mutex_unlock(&s->mu);
+	}
+	lru_clear(&sv->lru);
+	atomic_store(&sv->key, KEY_FREE);
+	sv->name[0] = '\0';
+	pthread_mutex_unlock(&sv->mu);
+}
+
+/* Every two minutes, forget servers that are no longer endpoints. */
+static void index_cleanup(struct prefix_index *x, const store_snapshot *snap, int64_t now)
+{
+	int64_t last = atomic_load(&x->last_cleanup_ns);
+	if (now - last < CLEANUP_NS ||
+	    !atomic_compare_exchange_strong(&x->last_cleanup_ns, &last, now))
+		return;
+	pthread_mutex_lock(&x->reg);
+	for (int i = 0; i < MAX_SERVERS; i++) {
+		uint64_t k = atomic_load(&x->servers[i].key);
+		if (k == 0 || k == KEY_FREE)
+			continue;
+		bool live = false;
+		for (uint32_t e = 0; e < snap->n_endpoints && !live; e++)
+			live = strncmp(snap->endpoints[e].name, x->servers[i].name,
+				       SERVER_NAME_MAX) == 0;
+		if (!live)
+			server_remove(x, i);
+	}
+	pthread_mutex_unlock(&x->reg);
+}
+
+static struct prefix_index *index_new(void)
+{
+	struct prefix_index *x = calloc(1, sizeof(*x));
+	if (!x)
+		return NULL;
+	pthread_mutex_init(&x->reg, NULL);
+	for (int i = 0; i < NSHARDS; i++)
+		pthread_mutex_init(&x->shards[i].mu, NULL);
+	for (int i = 0; i < MAX_SERVERS; i++) {
+		pthread_mutex_init(&x->servers[i].mu, NULL);
+		x->servers[i].lru.head = x->servers[i].lru.tail = -1;
+	}
+	return x;
+}
+
+static void index_free(struct prefix_index *x)
+{
+	if (!x)
+		return;
+	for (int i = 0; i < NSHARDS; i++) {
+		free(x->shards[i].t);
+		pthread_mutex_destroy(&x->shards[i].mu);
+	}
+	for (int i = 0; i < MAX_SERVERS; i++) {
+		lru_clear(&x->servers[i].lru);
+		pthread_mutex_destroy(&x->servers[i].mu);
+	}
+	pthread_mutex_destroy(&x->reg);
+	free(x);
+}
+
+/* ---- the plugin ------------------------------------------------------------------- */
+
+struct prefix_cfg {
+	bool auto_tune;
+	long long block_tokens, max_blocks, max_tokens, lru_capacity;
+	struct prefix_index *index;
+};
+
+/* Per-request state from prepare() to score() and pre_request(). */
+struct prefix_state {
+	uint64_t *hashes;
+	size_t n;
+	uint16_t *match; /* per candidate, by position */
+	const store_endpoint *const *cands;
+	size_t n_cands;
+};
+
+static int prefix_create(sched_plugin *p, const cJSON *params, sched_build *b)
+{
+	struct prefix_cfg v = {true, 16, 256, 0, 31250, NULL};
+	long long block_chars = 0;
+	param_spec spec[] = {
+		{"autoTune", P_BOOL, &v.auto_tune, NULL},
+		{"blockSizeTokens", P_INT, &v.block_tokens, NULL},
+		{"blockSize", P_INT, &block_chars, NULL},
+		{"maxPrefixBlocksToMatch", P_INT, &v.max_blocks, NULL},
+		{"maxPrefixTokensToMatch", P_INT, &v.max_tokens, NULL},
+		{"lruCapacityPerServer", P_INT, &v.lru_capacity, NULL},
+	};
+	if (params_parse(b, params, spec, 6) < 0)
+		return -EINVAL;
+	if (block_chars > 0 && v.block_tokens <= 0)
+		return plugin_error(b,
+				    "invalid configuration: BlockSize (%lld) is deprecated; please "
+				    "use BlockSizeTokens instead to define the cache block size in "
+				    "tokens",
+				    block_chars);
+	if (!v.auto_tune && v.block_tokens <= 0)
+		return plugin_error(b, "invalid configuration: BlockSizeTokens must be > 0 when "
+				    "AutoTune is disabled (current value: %lld)",
+				    v.block_tokens);
+	if (v.max_tokens < 0)
+		return plugin_error(b, "invalid configuration: MaxPrefixTokensToMatch must be >= 0 "
+				    "(current value: %lld)",
+				    v.max_tokens);
+	if (v.lru_capacity <= 0 || v.lru_capacity > INT32_MAX)
+		v.lru_capacity = 31250;
+	struct prefix_cfg *cfg = build_alloc(b, sizeof(*cfg));
+	if (!cfg)
+		return -ENOMEM;
+	*cfg = v;
+	cfg->index = index_new();
+	if (!cfg->index)
+		return -ENOMEM;
+	p->cfg = cfg;
+	return 0;
+}
+
+static void prefix_destroy(const sched_plugin *p)
+{
+	const struct prefix_cfg *cfg = p->cfg;
+	if (cfg)
+		index_free(cfg->index);
+}
+
+static long long block_size(const struct prefix_cfg *cfg, const store_endpoint *first)
+{
+	if (cfg->auto_tune && first && first->m.cache_block_size > 0)
+		return first->m.cache_block_size;
+	return cfg->block_tokens;
+}
+
+static bool append(char *buf, size_t cap, size_t *o, const char *p, size_t n)
+{
+	if (*o + n > cap)
+		return false;
+	memcpy(buf + *o, p, n);
+	*o += n;
+	return true;
+}
+
+/* The bytes the reference hashes per API (getUserInputBytes). Structured
+ * inputs are the client's JSON text of the same members; the reference
+ * re-encodes them with Go's encoder, which only changes which requests share
+ * a prefix if clients format identical messages differently. */
+static const char *user_input(const sched_ctx *c, size_t *len)
+{
+	const body_req *r = c->body;
+	*len = 0;
+	if (!r)
+		return NULL;
+	switch (c->api) {
+	case SCHED_API_CONVERSATIONS:
+		*len = r->items.n;
+		return r->items.p;
+	case SCHED_API_CHAT:
+		*len = r->messages.n;
+		return r->messages.p;
+	case SCHED_API_EMBEDDINGS:
+		*len = r->input.n;
+		return r->input.p;
+	case SCHED_API_RESPONSES: {
+		const bj_val *parts[3] = {&r->instructions, &r->tools, &r->input};
+		static const char *const keys[3] = {"{\"instructions\":", "{\"tools\":",
+						    "{\"input\":"};
+		size_t cap = r->instructions.n + r->tools.n + r->input.n + 64;
+		char *buf = arena_alloc(c->a, cap);
+		size_t o = 0;
+		if (!buf)
+			return NULL;
+		append(buf, cap, &o, "[", 1);
+		for (int i = 0; i < 3; i++) {
+			bool null = parts[i]->t == BJ_NONE || parts[i]->t == BJ_NULL;
+			if (i < 2 && null)
+				continue;
+			if (o > 1)
+				append(buf, cap, &o, ",", 1);
+			append(buf, cap, &o, keys[i], strlen(keys[i]));
+			if (null)
+				append(buf, cap, &o, "null", 4);
+			else
+				append(buf, cap, &o, parts[i]->p, parts[i]->n);
+			append(buf, cap, &o, "}", 1);
+		}
+		append(buf, cap, &o, "]", 1);
+		*len = o;
+		return buf;
+	}
+	case SCHED_API_COMPLETIONS: {
+		/* Prompt.PlainText: the string, or the strings joined by " ". */
+		const bj_val *pr = &r->prompt;
+		if (pr->t == BJ_STRING)
+			return bj_unquote_dup(pr, c->a, len);
+		if (pr->t != BJ_ARRAY)
+			return NULL;
+		char *buf = arena_alloc(c->a, 3 * pr->n + 1);
+		if (!buf)
+			return NULL;
+		size_t o = 0;
+		bool first = true;
+		bj_iter it;
+		bj_val e;
+		bj_iter_init(&it, pr);
+		while (bj_arr_next(&it, &e)) {
+			if (!first)
+				buf[o++] = ' ';
+			first = false;
+			if (e.t == BJ_STRING)
+				o += bj_unquote(&e, buf + o);
+		}
+		*len = o;
+		return buf;
+	}
+	}
+	return NULL;
+}
+
+static void prefix_prepare(const sched_plugin *p, const sched_ctx *c,
+			   const store_endpoint *const *cands, size_t n)
+{
+	const struct prefix_cfg *cfg = p->cfg;
+	struct prefix_state *st = arena_calloc(c->a, sizeof(*st));
+	if (!st)
+		return;
+	c->state[p->slot] = st;
+	st->cands = cands;
+	st->n_cands = n;
+	long long bs = block_size(cfg, n ? cands[0] : NULL);
+	long long max_blocks = cfg->max_blocks;
+	if (cfg->max_tokens > 0 && bs > 0)
+		max_blocks = cfg->max_tokens / bs;
+	size_t len;
+	const char *in = user_input(c, &len);
+	long long chars = bs * CHARS_PER_TOKEN;
+	if (!in || chars <= 0 || max_blocks <= 0 || len < (size_t)chars)
+		return;
+	size_t nb = len / (size_t)chars;
+	if (nb > (size_t)max_blocks)
+		nb = (size_t)max_blocks;
+	st->hashes = arena_alloc(c->a, nb * sizeof(*st->hashes));
+	st->match = arena_calloc(c->a, (n ? n : 1) * sizeof(*st->match));
+	if (!st->hashes || !st->match)
+		return;
+	/* h0 = xxh64(model || cache_salt); h_i = xxh64(block_i || LE64(h_i-1)) */
+	XXH64_state_t hs, *h = &hs;
+	XXH64_reset(h, 0);
+	XXH64_update(h, c->target_model.p, c->target_model.len);
+	if (c->body->cache_salt.t == BJ_STRING && c->body->cache_salt.n > 2) {
+		size_t sl;
+		char *salt = bj_unquote_dup(&c->body->cache_salt, c->a, &sl);
+		if (salt)
+			XXH64_update(h, salt, sl);
+	}
+	uint64_t prev = XXH64_digest(h);
+	for (size_t i = 0; i < nb; i++) {
+		unsigned char le[8];
+		for (int k = 0; k < 8; k++)
+			le[k] = (unsigned char)(prev >> (8 * k));
+		XXH64_reset(h, 0);
+		XXH64_update(h, in + i * (size_t)chars, (size_t)chars);
+		XXH64_update(h, le, 8);
+		prev = st->hashes[i] = XXH64_digest(h);
+	}
+	st->n = nb;
+
+	/* Longest prefix: walk the blocks until none is held by any server;
+	 * each holder of a block gets one match. */
+	int *ids = arena_alloc(c->a, (n ? n : 1) * sizeof(*ids));
+	uint64_t bits[MAX_SERVERS / 64];
+	if (!ids)
+		return;
+	for (size_t k = 0; k < n; k++)
+		ids[k] = server_find(cfg->index, name_key(cands[k]->name ? cands[k]->name : ""));
+	for (size_t i = 0; i < nb; i++) {
+		if (!index_get(cfg->index, st->hashes[i], bits))
+			break;
+		for (size_t k = 0; k < n; k++)
+			if (ids[k] >= 0 && (bits[ids[k] / 64] >> (ids[k] % 64)) & 1)
+				st->match[k]++;
+	}
+}
+
+static void prefix_score(const sched_plugin *p, const sched_ctx *c,
+			 const store_endpoint *const *eps, size_t n, double *out)
+{
+	const struct prefix_state *st = c->state[p->slot];
+	for (size_t i = 0; i < n; i++) {
+		out[i] = 0;
+		if (!st || !st->n || !st->match)
+			continue;
+		for (size_t k = 0; k < st->n_cands; k++)
+			if (st->cands[k] == eps[i]) {
+				out[i] = (double)st->match[k] / (double)st->n;
+				break;
+			}
+	}
+}
+
+static void prefix_pre_request(const sched_plugin *p, const sched_ctx *c,
+			       const store_endpoint *const *picked, size_t n)
+{
+	const struct prefix_cfg *cfg = p->cfg;
+	const struct prefix_state *st = c->state[p->slot];
+	if (c->snap)
+		index_cleanup(cfg->index, c->snap, c->now_ns);
+	if (!st || !st->n || n == 0 || !picked[0]->name)
+		return;
+	size_t cap = (size_t)cfg->lru_capacity;
+	if (cfg->auto_tune && picked[0]->m.cache_num_blocks > 0 &&
+	    picked[0]->m.cache_num_blocks <= INT32_MAX)
+		cap = (size_t)picked[0]->m.cache_num_blocks;
+	index_learn(cfg->index, st->hashes, st->n, picked[0]->name, cap);
+}
+
+static const plugin_type prefix_scorer = {
+	.type = "prefix-cache-scorer",
+	.kinds = PK_SCORER,
+	.create = prefix_create,
+	.score = prefix_score,
+	.prepare = prefix_prepare,
+	.pre_request = prefix_pre_request,
+	.destroy = prefix_destroy,
+};
+
+const plugin_type *const sched_prefix_types[] = {&prefix_scorer, NULL};

@@ -1,0 +1,184 @@
+/* sched: the request director and the scheduling framework (spec §2.7 step 3,
+ * §4, §5). It turns one parsed request into a decision: the target endpoints,
+ * the body to forward (the model rewritten in place), or an error with the
+ * exact status and text of spec §2.8.
+ *
+ * Threads: a sched is built once at start-up and is read-only afterwards, so
+ * every worker uses the same one without locks. Per-request memory comes from
+ * the caller's arena; nothing is allocated with malloc on the request path.
+ */
+#ifndef KEPP_SCHED_H
+#define KEPP_SCHED_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sched/config.h"
+#include "store/store.h"
+#include "util/arena.h"
+
+typedef struct sched sched;
+
+/* Error codes of spec §2.8 (internal code names). */
+enum sched_err {
+	SCHED_OK = 0,
+	SCHED_BAD_REQUEST,        /* 400 */
+	SCHED_UNAUTHORIZED,       /* 401 */
+	SCHED_FORBIDDEN,          /* 403 */
+	SCHED_NOT_FOUND,          /* 404 */
+	SCHED_RESOURCE_EXHAUSTED, /* 429 */
+	SCHED_INTERNAL,           /* 500 */
+	SCHED_SERVICE_UNAVAILABLE,/* 503 */
+};
+/* HTTP status and code name ("BadRequest", ...) of an error. */
+int sched_err_http(enum sched_err e);
+const char *sched_err_name(enum sched_err e);
+
+/* API type, chosen by the :path suffix (spec §2.7 step 3a). */
+enum sched_api {
+	SCHED_API_COMPLETIONS = 0,
+	SCHED_API_CHAT,
+	SCHED_API_RESPONSES,
+	SCHED_API_CONVERSATIONS,
+	SCHED_API_EMBEDDINGS,
+};
+enum sched_api sched_api_from_path(const char *path, size_t len);
+
+typedef struct sched_str {
+	const char *p;
+	size_t len;
+} sched_str;
+
+/* Request headers are looked up through this callback so the caller keeps
+ * its own storage. |name| is lowercase; returns false when absent. */
+typedef bool (*sched_header_fn)(void *ctx, const char *name, sched_str *value);
+
+typedef struct sched_request {
+	sched_str path;          /* :path (or x-original-path / x-forwarded-path) */
+	sched_str objective;     /* x-gateway-inference-objective, p == NULL if absent */
+	sched_str model_rewrite; /* x-gateway-model-name-rewrite, p == NULL if absent */
+	sched_str fairness_id;   /* x-gateway-inference-fairness-id, default "default-flow" */
+	sched_str request_id;
+	const char *body;        /* the whole request body */
+	size_t body_len;
+	/* envoy.lb.subset_hint / x-gateway-destination-endpoint-subset (spec §2.4):
+	 * has_subset is false when the key is absent. Entries are "ip[:port]". */
+	bool has_subset;
+	const sched_str *subset;
+	size_t n_subset;
+	/* The hint was one comma-separated string (lwepp form): an entry
+	 * "ip:port" matches exactly, a bare "ip" every port. The list form
+	 * matches by IP only, as the reference EPP does. */
+	bool subset_is_string;
+	sched_header_fn header;  /* all request headers, for plugins */
+	void *header_ctx;
+} sched_request;
+
+#define SCHED_MAX_TARGETS 16
+
+typedef struct sched_result {
+	enum sched_err err;
+	char error[512];          /* the ImmediateResponse body: "inference error: <Code> - <msg>" */
+	const char *targets;      /* "ip:port[,ip:port...]" (arena) */
+	const store_endpoint *picked[SCHED_MAX_TARGETS];
+	size_t n_picked;
+	sched_str incoming_model; /* body "model" as sent (decoded) */
+	sched_str target_model;   /* after header and InferenceModelRewrite rewrites */
+	const char *rewrite_name; /* the InferenceModelRewrite that decided, or NULL */
+	int priority;
+	bool stream;              /* "stream": true */
+	bool raw_payload;         /* passthrough-parser: body untouched, no usage parsing */
+	const char *body;         /* body to forward: the input itself when unchanged */
+	size_t body_len;
+	/* In-flight accounting of the primary pick (concurrency-detector,
+	 * token-load-scorer); released by sched_request_done. */
+	void *inflight;
+	int64_t inflight_tokens;
+} sched_result;
+
+/* Builds the scheduler from |cfg| (NULL: the v1.5.0 built-in default of spec
+ * §4.3). Applies the defaulting rules of §4.3 and validates: unknown plugin
+ * type, duplicate name, bad reference or parameter are refused with
+ * "<file>:<line>: <reason>" in |err|. */
+sched *sched_new(const sched_config *cfg, char *err, size_t errlen);
+void sched_free(sched *s);
+/* Name of the primary scheduling profile (for logs and error texts). */
+const char *sched_profile_name(const sched *s);
+
+/* Decides one request with a body (spec §2.7 step 3). Always fills |res|:
+ * res->err == SCHED_OK on success, else res->error holds the full text. */
+void sched_decide(const sched *s, const store_snapshot *snap, const sched_request *req,
+		  arena *a, sched_result *res);
+
+/* A request without a body: a uniformly random endpoint of the pool, or
+ * SCHED_INTERNAL "no pods available in datastore". */
+void sched_pick_any(const store_snapshot *snap, arena *a, sched_result *res);
+
+/* Ends the in-flight accounting of a request that sched_decide scheduled:
+ * call exactly once when its ext_proc stream ends, however it ends. A no-op
+ * when nothing was counted (errors, header-only picks, no plugin needs it). */
+void sched_request_done(const sched *s, const sched_result *res);
+
+/* The data layer of the config (spec §6): where and how the metrics module
+ * scrapes. legacy_metrics is true with the enableLegacyMetrics gate; then
+ * there are no sources and the metrics module uses its built-in mapping. */
+typedef struct sched_engine {
+	const char *name;
+	const char *queued_requests_spec, *running_requests_spec, *kv_usage_spec, *lora_spec,
+		*cache_info_spec;
+	const char *cache_block_size_label, *cache_num_blocks_label; /* "" when unset */
+	const char *cache_block_size_spec, *cache_num_blocks_spec;   /* "" when unset */
+} sched_engine;
+
+typedef struct sched_extractor {
+	const char *name;             /* plugin name */
+	const char *engine_label_key; /* pod label choosing the engine */
+	const char *default_engine;
+	const sched_engine *engines;  /* user-defined first, then built-ins not overridden */
+	size_t n_engines;
+} sched_extractor;
+
+typedef struct sched_metrics_source {
+	const char *name;             /* plugin name */
+	const char *scheme, *path;    /* "http"|"https", "/metrics" */
+	bool insecure_skip_verify;
+	const sched_extractor *const *extractors;
+	size_t n_extractors;
+} sched_metrics_source;
+
+typedef struct sched_datalayer {
+	bool legacy_metrics;
+	const sched_metrics_source *sources;
+	size_t n_sources;
+} sched_datalayer;
+
+const sched_datalayer *sched_data_layer(const sched *s);
+
+/* Response side (spec §2.9). */
+
+/* Headers that response-header plugins add (the conformance
+ * destination-endpoint-served-verifier); |served| is the
+ * envoy.lb/x-gateway-destination-endpoint-served value or NULL when
+ * |have_lb| is false (no envoy.lb namespace) or the key is absent. */
+typedef void (*sched_add_header_fn)(void *ctx, const char *name, const char *value,
+				    size_t value_len);
+void sched_response_headers(const sched *s, bool have_lb, const sched_str *served,
+			    sched_add_header_fn add, void *ctx);
+
+typedef struct sched_usage {
+	bool found;
+	bool has_cached; /* prompt_token_details.cached_tokens was present */
+	int64_t prompt_tokens, completion_tokens, total_tokens, cached_tokens;
+} sched_usage;
+
+/* Parses usage from a complete JSON response body or from SSE chunk text
+ * (spec §2.9). Leaves |u| untouched when nothing is found. */
+void sched_usage_parse_json(const char *body, size_t len, sched_usage *u);
+void sched_usage_parse_sse(const char *chunk, size_t len, sched_usage *u);
+
+/* Rewrites "model":"<target>" back to "model":"<incoming>" (then the
+ * one-space form when the first changed nothing), spec §2.9. Returns the input
+ * unchanged (no copy) when nothing matched, else a new arena buffer. */
+sched_str sched_rewrite_back(const char *buf, size_t len, sched_str target, sched_str incoming,
+			     arena *a);
+#endif
