@@ -478,6 +478,85 @@ static int kernel_mode_check(void)
 	return -EINVAL;
 }
 
+/* Everything before the servers start: config, scheduler, store, TLS.
+ * Errors are logged here; the caller exits 2. */
+static int app_setup(app *A, sched_config **cfg)
+{
+	char err[1024];
+	if (F.config_file && sched_config_load_file(F.config_file, cfg, err, sizeof(err)) < 0) {
+		ulog(LOG_ERROR, "invalid --config-file", "error", err, NULL);
+		return -EINVAL;
+	}
+	if (F.config_text && sched_config_parse_text(F.config_text, strlen(F.config_text),
+						     "<config-text>", cfg, err, sizeof(err)) < 0) {
+		ulog(LOG_ERROR, "invalid --config-text", "error", err, NULL);
+		return -EINVAL;
+	}
+	A->sched = sched_new(*cfg, err, sizeof(err));
+	if (!A->sched) {
+		ulog(LOG_ERROR, "invalid scheduler configuration", "error", err, NULL);
+		return -EINVAL;
+	}
+	A->mopts.pool_name = F.pool_name;
+	A->mopts.pool_namespace = F.pool_namespace;
+	A->mopts.pool_group = F.pool_group;
+	A->store = store_new();
+	if (!A->store)
+		return -ENOMEM;
+	store_catalog *cat;
+	if (build_catalog(A, &cat, err, sizeof(err)) < 0) {
+		ulog(LOG_ERROR, "invalid manifests", "error", err, NULL);
+		return -EINVAL;
+	}
+	if (F.manifests)
+		store_manifests_signature(F.manifests, &A->manifest_sig);
+	int r = publish(A, cat);
+	store_catalog_unref(cat);
+	if (r < 0)
+		return r;
+	if (F.secure_serving) {
+		A->tls = xp_tls_new(F.cert_path, err, sizeof(err));
+		if (!A->tls) {
+			ulog(LOG_ERROR, "TLS setup failed", "error", err, NULL);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* Frees whatever app_setup and main created; safe on a partial start. */
+static void app_free(app *A, sched_config *cfg)
+{
+	for (int i = 0; A->workers && i < A->n_workers; i++) {
+		worker *w = &A->workers[i];
+		if (w->drain_tick)
+			event_free(w->drain_tick);
+		if (w->drain_ev)
+			event_free(w->drain_ev);
+		if (w->server)
+			xp_server_free(w->server);
+		xp_ep_free(w->ep);
+		if (w->base)
+			event_base_free(w->base);
+	}
+	free(A->workers);
+	if (A->health_server)
+		xp_server_free(A->health_server);
+	struct event *evs[] = {A->sig_term, A->sig_int, A->reload_tick, A->cert_tick, A->exit_tick};
+	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
+		if (evs[i])
+			event_free(evs[i]);
+	if (A->base)
+		event_base_free(A->base);
+	if (A->tls)
+		xp_tls_free(A->tls);
+	if (A->store)
+		store_free(A->store);
+	if (A->sched)
+		sched_free(A->sched);
+	sched_config_free(cfg);
+}
+
 int main(int argc, char **argv)
 {
 	if (parse_flags(argc, argv) < 0)
@@ -505,47 +584,14 @@ int main(int argc, char **argv)
 	}
 
 	static app A;
-	char err[1024];
 	sched_config *cfg = NULL;
-	if (F.config_file && sched_config_load_file(F.config_file, &cfg, err, sizeof(err)) < 0) {
-		ulog(LOG_ERROR, "invalid --config-file", "error", err, NULL);
+	int rc = app_setup(&A, &cfg);
+	if (rc < 0) {
+		app_free(&A, cfg);
 		return 2;
 	}
-	if (F.config_text && sched_config_parse_text(F.config_text, strlen(F.config_text),
-						     "<config-text>", &cfg, err, sizeof(err)) < 0) {
-		ulog(LOG_ERROR, "invalid --config-text", "error", err, NULL);
-		return 2;
-	}
-	A.sched = sched_new(cfg, err, sizeof(err));
-	if (!A.sched) {
-		ulog(LOG_ERROR, "invalid scheduler configuration", "error", err, NULL);
-		return 2;
-	}
-
-	A.mopts.pool_name = F.pool_name;
-	A.mopts.pool_namespace = F.pool_namespace;
-	A.mopts.pool_group = F.pool_group;
-	A.store = store_new();
-	store_catalog *cat;
-	if (build_catalog(&A, &cat, err, sizeof(err)) < 0) {
-		ulog(LOG_ERROR, "invalid manifests", "error", err, NULL);
-		return 2;
-	}
-	if (F.manifests)
-		store_manifests_signature(F.manifests, &A.manifest_sig);
-	if (publish(&A, cat) < 0)
-		return 2;
-	store_catalog_unref(cat);
-
-	if (F.secure_serving) {
-		A.tls = xp_tls_new(F.cert_path, err, sizeof(err));
-		if (!A.tls) {
-			ulog(LOG_ERROR, "TLS setup failed", "error", err, NULL);
-			return 2;
-		}
-	}
-
 	evthread_use_pthreads();
+	char err[1024];
 	A.base = event_base_new();
 	A.health.store = A.store;
 	A.n_health_methods = xp_health_methods(&A.health, A.health_methods, 4);
@@ -560,6 +606,7 @@ int main(int argc, char **argv)
 	A.health_server = xp_server_new(A.base, &ho, err, sizeof(err));
 	if (!A.health_server) {
 		ulog(LOG_ERROR, "cannot start the gRPC health server", "error", err, NULL);
+		app_free(&A, cfg);
 		return 1;
 	}
 
@@ -567,9 +614,12 @@ int main(int argc, char **argv)
 	if (A.n_workers < 1)
 		A.n_workers = 1;
 	A.workers = calloc((size_t)A.n_workers, sizeof(worker));
-	for (int i = 0; i < A.n_workers; i++)
-		if (worker_init(&A, &A.workers[i], i) < 0)
+	for (int i = 0; i < A.n_workers; i++) {
+		if (worker_init(&A, &A.workers[i], i) < 0) {
+			app_free(&A, cfg);
 			return 1;
+		}
+	}
 	for (int i = 0; i < A.n_workers; i++)
 		pthread_create(&A.workers[i].thread, NULL, worker_main, &A.workers[i]);
 
@@ -599,30 +649,9 @@ int main(int argc, char **argv)
 
 	event_base_dispatch(A.base);
 
-	for (int i = 0; i < A.n_workers; i++) {
+	for (int i = 0; i < A.n_workers; i++)
 		pthread_join(A.workers[i].thread, NULL);
-		if (A.workers[i].drain_tick)
-			event_free(A.workers[i].drain_tick);
-		event_free(A.workers[i].drain_ev);
-		xp_ep_free(A.workers[i].ep);
-		event_base_free(A.workers[i].base);
-	}
-	free(A.workers);
-	xp_server_free(A.health_server);
-	event_free(A.sig_term);
-	event_free(A.sig_int);
-	if (A.reload_tick)
-		event_free(A.reload_tick);
-	if (A.cert_tick)
-		event_free(A.cert_tick);
-	if (A.exit_tick)
-		event_free(A.exit_tick);
-	event_base_free(A.base);
-	if (A.tls)
-		xp_tls_free(A.tls);
-	store_free(A.store);
-	sched_free(A.sched);
-	sched_config_free(cfg);
+	app_free(&A, cfg);
 	ulog(LOG_DEFAULT, "kepp stopped", NULL);
 	return 0;
 }
