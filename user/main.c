@@ -27,6 +27,7 @@
 #include "store/manifest.h"
 #include "store/store.h"
 #include "util/log.h"
+#include "util/units.h"
 
 #define KEPP_VERSION "0.1.0"
 
@@ -39,8 +40,8 @@ typedef struct flags {
 	const char *endpoints, *manifests, *config_file, *config_text;
 	const char *pool_name, *pool_namespace, *pool_group;
 	const char *kernel;
-	long long drain_timeout_ms;
-	long long max_message_bytes, max_body_bytes;
+	int64_t drain_timeout_ms;
+	int64_t max_message_bytes, max_body_bytes;
 	int workers;
 	int v;
 } flags;
@@ -101,81 +102,6 @@ static void usage(FILE *f)
 		fprintf(f, "  --%-32s %s\n", FLAGS[i].name, FLAGS[i].help);
 }
 
-/* Go-style durations: "250ms", "5s", "1m30s", "1h"; a bare number is seconds. */
-static int parse_duration_ms(const char *s, long long *out)
-{
-	long long total = 0;
-	const char *p = s;
-	if (!*p)
-		return -EINVAL;
-	char *end;
-	long long bare = strtoll(p, &end, 10);
-	if (*end == '\0' && end != p) {
-		*out = bare * 1000;
-		return 0;
-	}
-	while (*p) {
-		errno = 0;
-		double v = strtod(p, &end);
-		if (end == p || errno || v < 0)
-			return -EINVAL;
-		p = end;
-		double mul;
-		if (strncmp(p, "ms", 2) == 0) {
-			mul = 1;
-			p += 2;
-		} else if (strncmp(p, "us", 2) == 0 || strncmp(p, "µs", 3) == 0) {
-			mul = 0.001;
-			p += p[0] == 'u' ? 2 : 3;
-		} else if (strncmp(p, "ns", 2) == 0) {
-			mul = 0.000001;
-			p += 2;
-		} else if (*p == 's') {
-			mul = 1000;
-			p++;
-		} else if (*p == 'm') {
-			mul = 60000;
-			p++;
-		} else if (*p == 'h') {
-			mul = 3600000;
-			p++;
-		} else {
-			return -EINVAL;
-		}
-		total += (long long)(v * mul);
-	}
-	*out = total;
-	return 0;
-}
-
-/* Sizes: "4194304", "4Mi", "64MiB", "1G". */
-static int parse_bytes(const char *s, long long *out)
-{
-	char *end;
-	errno = 0;
-	long long v = strtoll(s, &end, 10);
-	if (end == s || errno || v < 0)
-		return -EINVAL;
-	long long mul = 1;
-	if (*end) {
-		static const struct { const char *suf; long long mul; } sufs[] = {
-			{"Ki", 1LL << 10}, {"KiB", 1LL << 10}, {"Mi", 1LL << 20}, {"MiB", 1LL << 20},
-			{"Gi", 1LL << 30}, {"GiB", 1LL << 30}, {"K", 1000},        {"M", 1000000},
-			{"G", 1000000000}, {"KB", 1000},       {"MB", 1000000},    {"GB", 1000000000},
-		};
-		mul = 0;
-		for (size_t i = 0; i < sizeof(sufs) / sizeof(sufs[0]); i++)
-			if (strcmp(end, sufs[i].suf) == 0)
-				mul = sufs[i].mul;
-		if (!mul)
-			return -EINVAL;
-	}
-	if (v > LLONG_MAX / mul)
-		return -ERANGE;
-	*out = v * mul;
-	return 0;
-}
-
 static int set_flag(const flagdef *d, const char *val)
 {
 	switch (d->type) {
@@ -202,9 +128,9 @@ static int set_flag(const flagdef *d, const char *val)
 		*(const char **)d->dst = val;
 		return 0;
 	case F_DURATION:
-		return parse_duration_ms(val, d->dst);
+		return units_duration_ms(val, d->dst);
 	case F_BYTES:
-		return parse_bytes(val, d->dst);
+		return units_quantity(val, d->dst);
 	}
 	return -EINVAL;
 }
@@ -297,8 +223,6 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static long long drain_timeout_ms(void) { return F.drain_timeout_ms; }
-
 static void worker_drain_tick(evutil_socket_t fd, short what, void *arg)
 {
 	worker *w = arg;
@@ -310,7 +234,7 @@ static void worker_drain(evutil_socket_t fd, short what, void *arg)
 {
 	worker *w = arg;
 	xp_server_drain(w->server);
-	w->drain_deadline_ms = now_ms() + drain_timeout_ms();
+	w->drain_deadline_ms = now_ms() + F.drain_timeout_ms;
 	struct timeval tv = {0, 20000};
 	w->drain_tick = event_new(w->base, -1, EV_PERSIST, worker_drain_tick, w);
 	event_add(w->drain_tick, &tv);

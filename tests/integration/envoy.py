@@ -11,6 +11,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -128,10 +129,13 @@ class Kepp:
     def __exit__(self, et, ev, tb):
         for ch in self._channels:
             ch.close()
-        if et is None:
-            self.stop()
-        else:
-            self.kill()
+        try:
+            if et is None:
+                self.stop()
+            else:
+                self.kill()
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
         return False
 
     def start(self, timeout=20):
@@ -241,7 +245,9 @@ def kill_all():
     """Kills every kepp a test left running (the runner calls it after each
     test, whatever happened)."""
     while _live:
-        _live.pop().kill()
+        k = _live.pop()
+        k.kill()
+        shutil.rmtree(k.tmp, ignore_errors=True)
 
 
 def kepp_fixture(**kw):

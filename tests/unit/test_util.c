@@ -7,6 +7,7 @@
 #include "util/arena.h"
 #include "util/log.h"
 #include "util/rand.h"
+#include "util/units.h"
 
 static void test_arena_alignment_and_reuse(void)
 {
@@ -105,6 +106,29 @@ static void test_json_escape(void)
 	CHECK_STR(tiny, "ab");
 }
 
+static void test_units(void)
+{
+	int64_t v;
+	CHECK_INT(units_duration_ms("250ms", &v), 0);
+	CHECK_INT(v, 250);
+	CHECK_INT(units_duration_ms("1h2m3.5s", &v), 0);
+	CHECK_INT(v, 3723500);
+	CHECK_INT(units_duration_ms("0", &v), 0);
+	CHECK_INT(v, 0);
+	CHECK(units_duration_ms("5", &v) < 0); /* Go needs a unit */
+	CHECK(units_duration_ms("5x", &v) < 0);
+	CHECK(units_duration_ms("-1s", &v) < 0);
+	CHECK_INT(units_quantity("4Mi", &v), 0);
+	CHECK_INT(v, 4194304);
+	CHECK_INT(units_quantity("1G", &v), 0);
+	CHECK_INT(v, 1000000000);
+	CHECK_INT(units_quantity("1.5k", &v), 0);
+	CHECK_INT(v, 1500);
+	CHECK(units_quantity("4MiB", &v) < 0);
+	CHECK(units_quantity("", &v) < 0);
+	CHECK(units_quantity("99999Ei", &v) < 0);
+}
+
 int main(void)
 {
 	RUN(test_arena_alignment_and_reuse);
@@ -113,5 +137,6 @@ int main(void)
 	RUN(test_rand_seed_repeatable);
 	RUN(test_uuid4_format);
 	RUN(test_json_escape);
+	RUN(test_units);
 	return harness_done();
 }
