@@ -85,7 +85,8 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB) tests/harness.h
 	$(Q)$(CC) $(KCFLAGS) -Itests $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS)
 
 # Tools are single-folder programs (tools/NAME/*.c) linked against libkepp.
-$(BUILD)/%: tools/%/main.c $(LIB)
+.SECONDEXPANSION:
+$(BUILD)/%: tools/%/main.c $$(wildcard tools/$$*/*.c tools/$$*/*.h) $(LIB)
 	$(Q)mkdir -p $(dir $@)
 	$(Q)$(CC) $(KCFLAGS) $(wildcard tools/$*/*.c) $(LIB) -o $@ $(LDFLAGS) $(LDLIBS)
 

@@ -22,6 +22,7 @@
 #include "extproc/extproc.h"
 #include "extproc/grpc.h"
 #include "extproc/health.h"
+#include "metrics/metrics.h"
 #include "sched/config.h"
 #include "sched/sched.h"
 #include "store/manifest.h"
@@ -41,6 +42,7 @@ typedef struct flags {
 	const char *pool_name, *pool_namespace, *pool_group;
 	const char *kernel;
 	int64_t drain_timeout_ms;
+	int64_t refresh_metrics_ms;
 	int64_t max_message_bytes, max_body_bytes;
 	int workers;
 	int v;
@@ -62,6 +64,7 @@ static flags F = {
 	.pool_group = "inference.networking.k8s.io",
 	.kernel = "auto",
 	.drain_timeout_ms = 30000,
+	.refresh_metrics_ms = 50,
 	.max_message_bytes = 4 << 20,
 	.max_body_bytes = 64 << 20,
 	.v = LOG_DEFAULT,
@@ -84,6 +87,7 @@ static const flagdef FLAGS[] = {
 	{"pool-namespace", F_STR, &F.pool_namespace, "InferencePool namespace (default: $NAMESPACE, then \"default\")"},
 	{"pool-group", F_STR, &F.pool_group, "InferencePool API group"},
 	{"kernel", F_STR, &F.kernel, "kernel fast path: off, auto or on"},
+	{"refresh-metrics-interval", F_DURATION, &F.refresh_metrics_ms, "how often every endpoint's /metrics is scraped"},
 	{"drain-timeout", F_DURATION, &F.drain_timeout_ms, "on SIGTERM, how long streams in flight may finish"},
 	{"max-message-bytes", F_BYTES, &F.max_message_bytes, "largest gRPC message accepted"},
 	{"max-body-bytes", F_BYTES, &F.max_body_bytes, "largest request (or buffered response) body accepted"},
@@ -214,6 +218,14 @@ typedef struct app {
 	bool draining;
 	int64_t exit_deadline_ms;
 	store_manifest_opts mopts;
+	/* What the next snapshot is built from: the catalog in force and the
+	 * endpoints without metrics; the scraper fills a copy each time. */
+	store_catalog *catalog;
+	store_endpoint *eps, *eps_fill;
+	uint32_t n_eps;
+	bool synced;
+	mx_scraper *mx;
+	arena fill_mem;
 } app;
 
 static int64_t now_ms(void)
@@ -302,28 +314,60 @@ static int build_catalog(app *A, store_catalog **out, char *err, size_t errlen)
 	return 0;
 }
 
-/* Publishes a snapshot of catalog |c| with the static endpoints, parsed
- * again each time because bare IPs take the pool's target ports. On error the
- * previous snapshot stays in force. */
+/* Builds and publishes a snapshot from the catalog in force, the endpoints,
+ * and the scraper's latest metrics. */
+static void republish(void *arg)
+{
+	app *A = arg;
+	if (A->n_eps)
+		memcpy(A->eps_fill, A->eps, A->n_eps * sizeof(*A->eps));
+	if (A->mx)
+		mx_scraper_fill(A->mx, A->eps_fill, A->n_eps, &A->fill_mem);
+	store_snapshot *snap = store_snapshot_new(A->catalog, A->eps_fill, A->n_eps, A->synced);
+	arena_reset(&A->fill_mem);
+	if (!snap) {
+		ulog(LOG_ERROR, "out of memory building a snapshot; keeping the previous one", NULL);
+		return;
+	}
+	store_publish(A->store, snap);
+}
+
+/* Makes catalog |c| the one in force with the static endpoints, parsed again
+ * each time because bare IPs take the pool's target ports. On error the
+ * previous state stays in force. */
 static int publish(app *A, store_catalog *c)
 {
 	char err[512];
-	store_endpoint *eps = NULL;
+	store_endpoint *eps = NULL, *fill = NULL;
 	uint32_t n = 0;
 	if (F.endpoints && store_endpoints_parse(F.endpoints, c->has_pool ? &c->pool : NULL, &eps,
 						 &n, err, sizeof(err)) < 0) {
 		ulog(LOG_ERROR, "invalid --endpoints", "error", err, NULL);
 		return -EINVAL;
 	}
+	if (n && !(fill = calloc(n, sizeof(*fill)))) {
+		free(eps);
+		return -ENOMEM;
+	}
+	if (A->mx && mx_scraper_set_endpoints(A->mx, eps, n) < 0) {
+		free(eps);
+		free(fill);
+		return -ENOMEM;
+	}
+	free(A->eps);
+	free(A->eps_fill);
+	A->eps = eps;
+	A->eps_fill = fill;
+	A->n_eps = n;
+	store_catalog_ref(c);
+	if (A->catalog)
+		store_catalog_unref(A->catalog);
+	A->catalog = c;
 	/* Health turns SERVING once the pool is known: read from the manifests;
 	 * or given by --endpoints alone when no manifests are read, or when they
 	 * name no pool to wait for. */
-	bool synced = c->has_pool || !F.manifests || (!F.pool_name && F.endpoints);
-	store_snapshot *snap = store_snapshot_new(c, eps, n, synced);
-	free(eps);
-	if (!snap)
-		return -ENOMEM;
-	store_publish(A->store, snap);
+	A->synced = c->has_pool || !F.manifests || (!F.pool_name && F.endpoints);
+	republish(A);
 	return 0;
 }
 
@@ -421,6 +465,17 @@ static int app_setup(app *A, sched_config **cfg)
 		ulog(LOG_ERROR, "invalid scheduler configuration", "error", err, NULL);
 		return -EINVAL;
 	}
+	A->base = event_base_new();
+	if (!A->base)
+		return -ENOMEM;
+	arena_init(&A->fill_mem, 16384);
+	mx_scraper_opts mo = {.interval_ms = F.refresh_metrics_ms};
+	A->mx = mx_scraper_new(A->base, sched_data_layer(A->sched), &mo, err, sizeof(err));
+	if (!A->mx) {
+		ulog(LOG_ERROR, "cannot start the metrics scraper", "error", err, NULL);
+		return -EINVAL;
+	}
+	mx_scraper_on_update(A->mx, republish, A);
 	A->mopts.pool_name = F.pool_name;
 	A->mopts.pool_namespace = F.pool_namespace;
 	A->mopts.pool_group = F.pool_group;
@@ -466,6 +521,13 @@ static void app_free(app *A, sched_config *cfg)
 	free(A->workers);
 	if (A->health_server)
 		xp_server_free(A->health_server);
+	if (A->mx)
+		mx_scraper_free(A->mx);
+	arena_free(&A->fill_mem);
+	free(A->eps);
+	free(A->eps_fill);
+	if (A->catalog)
+		store_catalog_unref(A->catalog);
 	struct event *evs[] = {A->sig_term, A->sig_int, A->reload_tick, A->cert_tick, A->exit_tick};
 	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
 		if (evs[i])
@@ -507,6 +569,8 @@ int main(int argc, char **argv)
 		F.pool_namespace = ns && *ns ? ns : "default";
 	}
 
+	/* Before any event_base: workers are woken from the control thread. */
+	evthread_use_pthreads();
 	static app A;
 	sched_config *cfg = NULL;
 	int rc = app_setup(&A, &cfg);
@@ -514,9 +578,7 @@ int main(int argc, char **argv)
 		app_free(&A, cfg);
 		return 2;
 	}
-	evthread_use_pthreads();
 	char err[1024];
-	A.base = event_base_new();
 	A.health.store = A.store;
 	A.n_health_methods = xp_health_methods(&A.health, A.health_methods, 4);
 	xp_server_opts ho = {
