@@ -1,11 +1,13 @@
 #!/usr/bin/python3
 """make demo: kepp's main job on an embedded default, with no Kubernetes.
 
-Starts three HTTP model servers on loopback (127.0.0.2-4, port 18000) as the
-InferencePool, starts kepp on them with example manifests, then plays Envoy:
-for each request it asks kepp over ext_proc (h2c) where to go, sends the
-request (with the body kepp returned) to the endpoint kepp picked, passes the
-response back through kepp, and prints what happened.
+Starts the model-server simulator ($BUILD/sim) with four vLLM-like pods on
+loopback (127.0.1.1-4, port 18000) as the InferencePool, starts kepp on them
+with example manifests, then plays Envoy: for each request it asks kepp over
+ext_proc (h2c) where to go, sends the request (with the body kepp returned)
+to the pod kepp picked, passes the response back through kepp, and prints
+what happened; then a short concurrent workload, and a table per pod of what
+kepp saw and did (queue, KV use, picks, prefix-cache hits).
 """
 import json
 import os
@@ -15,9 +17,10 @@ import subprocess
 import sys
 import tempfile
 import threading
+import collections
 import time
+import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 BUILD = os.environ.get("BUILD", "build")
 sys.path.insert(0, os.path.join(BUILD, "py"))
@@ -26,7 +29,7 @@ import grpc  # noqa: E402
 from envoy.config.core.v3 import base_pb2  # noqa: E402
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep  # noqa: E402
 
-POOL_IPS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+POOL_IPS = ["127.0.1.1", "127.0.1.2", "127.0.1.3", "127.0.1.4"]
 PORT = 18000
 GRPC_PORT, HEALTH_PORT = 19002, 19003
 METHOD = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
@@ -77,28 +80,6 @@ spec:
     - modelRewrite: llama-3.2-8b-canary
       weight: 20
 """
-
-
-class ModelServer(BaseHTTPRequestHandler):
-    """A tiny OpenAI-style server: answers with the model it was asked for."""
-
-    def log_message(self, *a):
-        pass
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("content-length", "0")))
-        model = json.loads(body).get("model", "") if body else ""
-        out = json.dumps({"object": "text_completion", "model": model,
-                          "choices": [{"text": "hello from " + self.server.server_address[0]}],
-                          "usage": {"prompt_tokens": 5, "completion_tokens": 3,
-                                    "total_tokens": 8}}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
-
-    do_GET = do_POST
 
 
 def hdrs(pairs, eos=False):
@@ -157,8 +138,13 @@ def ask_kepp(channel, method, path, headers, body, subset=None):
     host = dest.split(",")[0]
     req = urllib.request.Request("http://%s%s" % (host, path), data=fwd if body else None,
                                  method=method, headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=5) as r:
-        resp_body, ctype = r.read(), r.headers.get("content-type", "")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            resp_body, ctype = r.read(), r.headers.get("content-type", "")
+            served_by = r.headers.get("x-sim-instance", "?")
+    except urllib.error.HTTPError as e:
+        s.close()
+        return {"status": e.code, "error": "model server: " + e.read().decode()[:80]}
     # The response path through kepp on the same stream: headers, then the
     # body, with the model name rewritten back to what the client asked for.
     s.send(ep.ProcessingRequest(response_headers=hdrs([(":status", "200"),
@@ -169,16 +155,72 @@ def ask_kepp(channel, method, path, headers, body, subset=None):
     client_body = back[1].response_body.response.body_mutation.streamed_response.body
     fwd_model = json.loads(fwd).get("model") if body else "-"
     return {"status": 200, "dest": dest, "forwarded_model": fwd_model,
-            "served_by": json.loads(resp_body)["choices"][0]["text"].split()[-1],
-            "client_sees": json.loads(client_body).get("model") or "-"}
+            "served_by": served_by,
+            "client_sees": (json.loads(client_body).get("model") or "-") if client_body else "-"}
+
+
+def metric(text, name, default=0.0):
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return default
+
+
+def pod_table(picks):
+    print("\n%-17s %6s %8s %6s %6s %14s" % ("pod", "picks", "running", "queue", "KV %",
+                                           "prefix hits"))
+    for ip in POOL_IPS:
+        with urllib.request.urlopen("http://%s:%d/metrics" % (ip, PORT), timeout=5) as r:
+            t = r.read().decode()
+        q, h = metric(t, "sim:prefix_cache_queries_total"), metric(t, "sim:prefix_cache_hits_total")
+        print("%-17s %6d %8d %6d %6.1f %13.0f%%" % (
+            "%s:%d" % (ip, PORT), picks["%s:%d" % (ip, PORT)],
+            metric(t, "vllm:num_requests_running"), metric(t, "vllm:num_requests_waiting"),
+            100 * metric(t, "vllm:kv_cache_usage_perc"), 100 * h / q if q else 0))
+
+
+def workload(channel, picks):
+    """Four users with long shared system prompts, 40 requests, 8 at a time:
+    kepp's prefix-cache scorer keeps each user's prompt on the pod that has it."""
+    systems = [("You are assistant %d. " % u) + ("Follow the house style guide. " * 120)
+               for u in range(4)]
+    jobs = queue.Queue()
+    for i in range(40):
+        jobs.put((i % 4, i))
+
+    def worker():
+        while True:
+            try:
+                u, i = jobs.get_nowait()
+            except queue.Empty:
+                return
+            body = json.dumps({"model": "llama", "max_tokens": 24,
+                               "prompt": systems[u] + "Question %d?" % i}).encode()
+            r = ask_kepp(channel, "POST", "/v1/completions", [], body)
+            if r["status"] == 200:
+                picks[r["dest"]] += 1
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def main():
-    servers = []
+    sim = subprocess.Popen([os.path.join(BUILD, "sim"), "--instances", str(len(POOL_IPS)),
+                            "--base-addr", POOL_IPS[0], "--port", str(PORT),
+                            "--model", "qwen",
+                            "--lora", "llama-3.1-8b,llama-3.2-8b-canary,qwen-lora",
+                            "--time-scale", "0.5"],
+                           stdout=subprocess.DEVNULL)
     for ip in POOL_IPS:
-        s = ThreadingHTTPServer((ip, PORT), ModelServer)
-        threading.Thread(target=s.serve_forever, daemon=True).start()
-        servers.append(s)
+        for _ in range(200):
+            try:
+                urllib.request.urlopen("http://%s:%d/health" % (ip, PORT), timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.02)
     tmp = tempfile.mkdtemp(prefix="kepp-demo-")
     with open(os.path.join(tmp, "pool.yaml"), "w") as f:
         f.write(MANIFESTS)
@@ -188,8 +230,8 @@ def main():
            "--kernel=off"]
     print("$ " + " ".join(cmd))
     kepp = subprocess.Popen(cmd)
+    channel = grpc.insecure_channel("127.0.0.1:%d" % GRPC_PORT)
     try:
-        channel = grpc.insecure_channel("127.0.0.1:%d" % GRPC_PORT)
         grpc.channel_ready_future(channel).result(timeout=10)
         time.sleep(0.2)
         cases = [
@@ -199,8 +241,8 @@ def main():
             ("chat, objective chat-critical", "POST", "/v1/chat/completions",
              [("x-gateway-inference-objective", "chat-critical")],
              b'{"model":"qwen","messages":[{"role":"user","content":"hi"}]}', None),
-            ("gateway subset hint: only 127.0.0.3", "POST", "/v1/completions", [],
-             b'{"model":"qwen","prompt":"pinned"}', ["127.0.0.3:18000"]),
+            ("gateway subset hint: only 127.0.1.3", "POST", "/v1/completions", [],
+             b'{"model":"qwen","prompt":"pinned"}', ["127.0.1.3:18000"]),
             ("header rewrite to qwen-lora", "POST", "/v1/completions",
              [("x-gateway-model-name-rewrite", "qwen-lora")],
              b'{"model":"qwen","prompt":"rewrite me"}', None),
@@ -224,12 +266,21 @@ def main():
                 print("%-40s %-6d %-17s %-22s %-10s %s" % (name, 200, r["dest"],
                                                           r["forwarded_model"], r["served_by"],
                                                           r["client_sees"]))
-        channel.close()
+        print("\nA workload through kepp: 4 users with long shared system prompts, "
+              "40 requests, 8 at a time ...")
+        picks = collections.Counter()
+        workload(channel, picks)
+        pod_table(picks)
     finally:
+        channel.close()
+        sim.send_signal(signal.SIGTERM)
         kepp.send_signal(signal.SIGTERM)
-        rc = kepp.wait(timeout=10)
-        for s in servers:
-            s.shutdown()
+        try:
+            rc = kepp.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            kepp.kill()
+            rc = kepp.wait()
+        sim.wait(timeout=10)
         for f in os.listdir(tmp):
             os.unlink(os.path.join(tmp, f))
         os.rmdir(tmp)
