@@ -216,6 +216,10 @@ def main():
                            stdout=subprocess.DEVNULL)
     for ip in POOL_IPS:
         for _ in range(200):
+            if sim.poll() is not None:
+                # Most often another simulator still holds these addresses.
+                print("the simulator exited with %d (is port %d in use?)" % (sim.returncode, PORT))
+                return 1
             try:
                 urllib.request.urlopen("http://%s:%d/health" % (ip, PORT), timeout=1).read()
                 break
