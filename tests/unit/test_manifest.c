@@ -508,6 +508,10 @@ static void test_validation_errors(void)
 		  "m.yaml:3: InferencePool \"p\": metadata.creationTimestamp \"yesterday\" is not "
 		  "an RFC 3339 time");
 	CHECK_STR(err_of("apiVersion: inference.networking.k8s.io/v1\nkind: InferencePool\n"
+			 "metadata: {name: p, creationTimestamp: '2024-02-31T00:00:00Z'}\n"),
+		  "m.yaml:3: InferencePool \"p\": metadata.creationTimestamp "
+		  "\"2024-02-31T00:00:00Z\" is not an RFC 3339 time");
+	CHECK_STR(err_of("apiVersion: inference.networking.k8s.io/v1\nkind: InferencePool\n"
 			 "metadata:\n  name: p\n  labels:\n    version: 1\n"),
 		  "m.yaml:6: InferencePool \"p\": metadata.labels.version must be a string, not "
 		  "integer");

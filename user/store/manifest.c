@@ -391,7 +391,12 @@ static int parse_time(const char *s, int64_t *out)
 		return -EINVAL;
 	tm.tm_year -= 1900;
 	tm.tm_mon -= 1;
-	*out = (int64_t)timegm(&tm) - off;
+	int mday = tm.tm_mday;
+	time_t t = timegm(&tm);
+	/* timegm normalises 2024-02-31 to March 2; Kubernetes refuses it. */
+	if (tm.tm_mday != mday)
+		return -EINVAL;
+	*out = (int64_t)t - off;
 	return 0;
 }
 
