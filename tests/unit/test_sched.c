@@ -309,6 +309,8 @@ static void test_hermetic_lora_affinity(void)
 		req_llm(&b, "test3", "sql-lora", "sql-lora-1fdg2");
 		decide(s, snap, &b);
 		CHECK_STR(res.targets, "192.168.1.2:8000");
+		/* Independent requests: each finishes before the next one. */
+		sched_request_done(s, &res);
 	}
 	/* "select active lora, low queue". */
 	struct pod pods2[] = {P(0, 0.2, "foo", "bar"),
@@ -1924,6 +1926,352 @@ static void test_concurrent_workers(void)
 	sched_free(s);
 }
 
+/* ---- in-flight requests between scrapes --------------------------------------- */
+
+static sched *queue_only_sched(void)
+{
+	struct tcfg *t = cfg_new();
+	cfg_plugin(t, NULL, "queue-scorer", NULL, 1);
+	cfg_plugin(t, NULL, "max-score-picker", NULL, 2);
+	cfg_ref(cfg_profile(t, "default", 3), "queue-scorer", NAN, 4);
+	sched *s = build(t);
+	cfg_free(t);
+	return s;
+}
+
+static void test_inflight_between_scrapes(void)
+{
+	sched *s = queue_only_sched();
+	CHECK(s != NULL);
+	if (!s)
+		return;
+	store_catalog *cat = store_catalog_new();
+	struct reqb b;
+	req_body(&b, "{\"model\":\"m\",\"prompt\":\"hello\"}");
+	sched_result held[16];
+	int count[5] = {0};
+
+	/* 10 decisions, no new scrape, 5 equal pods: 2 each, not 10 on one. */
+	struct pod eq[] = {P(0, 0), P(0, 0), P(0, 0), P(0, 0), P(0, 0)};
+	store_snapshot *snap = snap_of(cat, eq, 5);
+	for (int i = 0; i < 10; i++) {
+		decide(s, snap, &b);
+		CHECK_INT(res.err, SCHED_OK);
+		held[i] = res;
+		count[res.picked[0]->index]++;
+	}
+	for (int i = 0; i < 5; i++)
+		CHECK_INT(count[i], 2);
+	for (int i = 0; i < 10; i++)
+		sched_request_done(s, &held[i]);
+	for (int i = 0; i < 5; i++)
+		CHECK_INT(inflight_since(s->inflight, snap->endpoints[i].name,
+					 snap->endpoints[i].m.update_ms), 0);
+	store_release(snap);
+
+	/* The idle-looking pod takes requests only until it catches up. */
+	struct pod uneq[] = {P(0, 0), P(2, 0), P(2, 0)};
+	snap = snap_of(cat, uneq, 3);
+	memset(count, 0, sizeof(count));
+	for (int i = 0; i < 11; i++) {
+		decide(s, snap, &b);
+		held[i] = res;
+		if (i < 2)
+			CHECK_INT(res.picked[0]->index, 0);
+		count[res.picked[0]->index]++;
+	}
+	CHECK(count[0] == 5 && count[1] == 3 && count[2] == 3);
+	/* A newer scrape of pod 0 has seen its requests: its own gauge counts. */
+	snap->endpoints[0].m.update_ms += 10;
+	decide(s, snap, &b);
+	CHECK_INT(res.picked[0]->index, 0);
+	sched_request_done(s, &res);
+	for (int i = 0; i < 11; i++)
+		sched_request_done(s, &held[i]);
+	for (int i = 0; i < 3; i++) {
+		int64_t rq, tk;
+		inflight_get(s->inflight, snap->endpoints[i].name, &rq, &tk);
+		CHECK(rq == 0 && tk == 0);
+	}
+	store_release(snap);
+	store_catalog_unref(cat);
+	sched_free(s);
+}
+
+static void test_inflight_since_epochs(void)
+{
+	inflight *t = inflight_new();
+	const char *n = "pod-a-rank-0";
+	void *h1 = inflight_acquire(t, n, 1), *h2 = inflight_acquire(t, n, 1);
+	uint64_t m1 = inflight_mark_sent(h1, 1000);
+	CHECK(m1 != 0);
+	CHECK_INT(inflight_since(t, n, 1000), 1);
+	CHECK_INT(inflight_since(t, n, 999), 1);  /* older snapshot: still unseen */
+	CHECK_INT(inflight_since(t, n, 1001), 0); /* newer scrape saw it */
+	CHECK_INT(inflight_since(t, "pod-b-rank-0", 1000), 0);
+	/* A request picked on a newer scrape starts the count over. */
+	uint64_t m2 = inflight_mark_sent(h2, 1001);
+	CHECK_INT(inflight_since(t, n, 1001), 1);
+	inflight_unmark_sent(h1, m1); /* from the old epoch: no effect */
+	CHECK_INT(inflight_since(t, n, 1001), 1);
+	inflight_unmark_sent(h2, m2);
+	CHECK_INT(inflight_since(t, n, 1001), 0);
+	inflight_unmark_sent(h2, m2); /* never below zero */
+	CHECK_INT(inflight_since(t, n, 1001), 0);
+	inflight_release(h1, 1);
+	inflight_release(h2, 1);
+	/* The epoch is the low 32 bits of the ms clock: wrap-around is newer. */
+	n = "pod-c-rank-0";
+	h1 = inflight_acquire(t, n, 1);
+	h2 = inflight_acquire(t, n, 1);
+	m1 = inflight_mark_sent(h1, 0xffffffffLL);
+	CHECK_INT(inflight_since(t, n, 0xffffffffLL), 1);
+	CHECK_INT(inflight_since(t, n, 0x100000000LL), 0);
+	m2 = inflight_mark_sent(h2, 0x100000000LL);
+	CHECK_INT(inflight_since(t, n, 0x100000000LL), 1);
+	inflight_unmark_sent(h1, m1);
+	CHECK_INT(inflight_since(t, n, 0x100000000LL), 1);
+	inflight_unmark_sent(h2, m2);
+	inflight_release(h1, 1);
+	inflight_release(h2, 1);
+	inflight_free(t);
+}
+
+static void test_running_scorer_inflight(void)
+{
+	struct tcfg *t = cfg_new();
+	cfg_plugin(t, NULL, "running-requests-size-scorer", NULL, 1);
+	sched *s = build(t);
+	cfg_free(t);
+	CHECK(s != NULL && s->inflight != NULL);
+	if (!s)
+		return;
+	store_catalog *cat = store_catalog_new();
+	struct pod pods[] = {{.running = 2}, {.running = 1}};
+	store_snapshot *snap = snap_of(cat, pods, 2);
+	store_endpoint *ep = snap->endpoints;
+	const store_endpoint *e[2] = {&ep[0], &ep[1]};
+	double o[2];
+	score(s, "running-requests-size-scorer", e, 2, "m", o);
+	CHECK(o[0] == 0.0 && o[1] == 1.0);
+	void *h = inflight_acquire(s->inflight, ep[1].name, 1);
+	void *h2 = inflight_acquire(s->inflight, ep[1].name, 1);
+	uint64_t m = inflight_mark_sent(h, ep[1].m.update_ms);
+	uint64_t m2 = inflight_mark_sent(h2, ep[1].m.update_ms);
+	score(s, "running-requests-size-scorer", e, 2, "m", o);
+	CHECK(o[0] == 1.0 && o[1] == 0.0); /* 2 vs 1 + 2 */
+	inflight_unmark_sent(h, m);
+	inflight_unmark_sent(h2, m2);
+	inflight_release(h, 1);
+	inflight_release(h2, 1);
+	store_release(snap);
+	store_catalog_unref(cat);
+	sched_free(s);
+}
+
+/* ---- session-affinity-scorer ------------------------------------------------- */
+
+static int64_t mono_ns(void)
+{
+	return now_ms() * 1000000LL;
+}
+
+/* Scores of plugin |name| for a request carrying |hdr|: |val| (none: NULL). */
+static void aff_scores(const sched *s, const char *name, const char *hdr, const char *val,
+		       const store_endpoint *const *e, size_t n, double *out)
+{
+	const sched_plugin *p = sched_find_plugin(s, name);
+	struct reqb b;
+	req_body(&b, "{}");
+	if (val)
+		add_hdr(&b, hdr, val);
+	arena_reset(&A);
+	sched_ctx c = {.s = s, .req = &b.r, .now_ns = mono_ns(), .a = &A};
+	p->type->score(p, &c, e, n, out);
+}
+
+static void aff_record(const sched *s, const char *name, const char *val,
+		       const store_endpoint *ep, int64_t now)
+{
+	const sched_plugin *p = sched_find_plugin(s, name);
+	struct reqb b;
+	req_body(&b, "{}");
+	add_hdr(&b, "x-session-token", val);
+	sched_ctx c = {.s = s, .req = &b.r, .now_ns = now, .a = &A};
+	p->type->pre_request(p, &c, &ep, 1);
+}
+
+static sched *affinity_sched(const char *params)
+{
+	struct tcfg *t = cfg_new();
+	cfg_plugin(t, "aff", "session-affinity-scorer", params, 1);
+	cfg_plugin(t, NULL, "queue-scorer", NULL, 2);
+	cfg_plugin(t, NULL, "max-score-picker", NULL, 3);
+	sched_profile_spec *pr = cfg_profile(t, "default", 4);
+	cfg_ref(pr, "aff", 10, 5);
+	cfg_ref(pr, "queue-scorer", 1, 6);
+	sched *s = build(t);
+	cfg_free(t);
+	return s;
+}
+
+static void test_session_affinity(void)
+{
+	sched *s = affinity_sched(NULL);
+	CHECK(s != NULL);
+	if (!s)
+		return;
+	store_catalog *cat = store_catalog_new();
+	struct pod pods[] = {P(0, 0), P(0, 0), P(0, 0), P(0, 0)};
+	store_snapshot *snap = snap_of(cat, pods, 4);
+	const store_endpoint *e[4] = {&snap->endpoints[0], &snap->endpoints[1],
+				      &snap->endpoints[2], &snap->endpoints[3]};
+	struct reqb b;
+	req_body(&b, "{\"model\":\"m\",\"prompt\":\"hi\"}");
+	add_hdr(&b, "x-session-token", "conv-1");
+	decide(s, snap, &b);
+	CHECK_INT(res.err, SCHED_OK);
+	uint32_t home = res.picked[0]->index;
+	sched_request_done(s, &res);
+	/* Equal pods would be a random draw each time: the session stays. */
+	for (int i = 0; i < 12; i++) {
+		decide(s, snap, &b);
+		CHECK_INT(res.picked[0]->index, home);
+		sched_request_done(s, &res);
+	}
+	double o[4];
+	aff_scores(s, "aff", "x-session-token", "conv-1", e, 4, o);
+	for (uint32_t i = 0; i < 4; i++)
+		CHECK(o[i] == (i == home ? 1.0 : 0.0));
+	/* Another session, or none, has no pod yet. */
+	aff_scores(s, "aff", "x-session-token", "conv-2", e, 4, o);
+	CHECK(o[0] == 0 && o[1] == 0 && o[2] == 0 && o[3] == 0);
+	aff_scores(s, "aff", "x-session-token", NULL, e, 4, o);
+	CHECK(o[0] == 0 && o[1] == 0 && o[2] == 0 && o[3] == 0);
+	aff_scores(s, "aff", "x-session-token", "", e, 4, o);
+	CHECK(o[home] == 0);
+
+	/* The home pod saturates (queue 5 of 5): the session moves and stays
+	 * on its new pod. */
+	struct pod busy[4] = {P(0, 0), P(0, 0), P(0, 0), P(0, 0)};
+	busy[home].q = 5;
+	store_release(snap);
+	snap = snap_of(cat, busy, 4);
+	for (int i = 0; i < 4; i++)
+		e[i] = &snap->endpoints[i];
+	aff_scores(s, "aff", "x-session-token", "conv-1", e, 4, o);
+	CHECK(o[home] == 0.0);
+	decide(s, snap, &b);
+	uint32_t moved = res.picked[0]->index;
+	CHECK(moved != home);
+	sched_request_done(s, &res);
+	for (int i = 0; i < 6; i++) {
+		decide(s, snap, &b);
+		CHECK_INT(res.picked[0]->index, moved);
+		sched_request_done(s, &res);
+	}
+	/* KV use at the threshold, and stale metrics, count as saturated too. */
+	snap->endpoints[moved].m.kv_usage = 0.8;
+	aff_scores(s, "aff", "x-session-token", "conv-1", e, 4, o);
+	CHECK(o[moved] == 0.0);
+	snap->endpoints[moved].m.kv_usage = 0.79;
+	aff_scores(s, "aff", "x-session-token", "conv-1", e, 4, o);
+	CHECK(o[moved] == 1.0);
+	snap->endpoints[moved].m.update_ms -= 1000;
+	aff_scores(s, "aff", "x-session-token", "conv-1", e, 4, o);
+	CHECK(o[moved] == 0.0);
+	store_release(snap);
+	store_catalog_unref(cat);
+	sched_free(s);
+}
+
+static void test_session_affinity_params(void)
+{
+	/* A custom header, matched case-insensitively (lowercase lookup). */
+	sched *s = affinity_sched("{\"headerName\":\"X-Conversation\",\"capacity\":1,"
+				  "\"queueDepthThreshold\":2}");
+	CHECK(s != NULL);
+	if (!s)
+		return;
+	store_catalog *cat = store_catalog_new();
+	struct pod pods[] = {P(0, 0), P(1, 0), P(2, 0)};
+	store_snapshot *snap = snap_of(cat, pods, 3);
+	const store_endpoint *e[3] = {&snap->endpoints[0], &snap->endpoints[1],
+				      &snap->endpoints[2]};
+	struct reqb b;
+	req_body(&b, "{\"model\":\"m\",\"prompt\":\"hi\"}");
+	add_hdr(&b, "x-conversation", "c");
+	decide(s, snap, &b);
+	CHECK_INT(res.picked[0]->index, 0);
+	sched_request_done(s, &res);
+	double o[3];
+	aff_scores(s, "aff", "x-conversation", "c", e, 3, o);
+	CHECK(o[0] == 1.0 && o[1] == 0.0);
+	aff_scores(s, "aff", "x-session-token", "c", e, 3, o);
+	CHECK(o[0] == 0.0);
+	sched_free(s);
+
+	/* capacity 1 is one bucket of 8: the least recently written goes. */
+	s = affinity_sched("{\"capacity\":1}");
+	CHECK(s != NULL);
+	if (!s)
+		return;
+	char key[16];
+	int64_t t0 = mono_ns();
+	for (int i = 0; i < 8; i++) {
+		snprintf(key, sizeof(key), "s%d", i);
+		aff_record(s, "aff", key, e[1], t0 + i * 1000000LL);
+	}
+	aff_record(s, "aff", "s0", e[1], t0 + 8000000LL); /* rewritten: now newest */
+	aff_record(s, "aff", "s8", e[1], t0 + 9000000LL);
+	aff_scores(s, "aff", "x-session-token", "s1", e, 3, o);
+	CHECK(o[1] == 0.0);
+	aff_scores(s, "aff", "x-session-token", "s0", e, 3, o);
+	CHECK(o[1] == 1.0);
+	aff_scores(s, "aff", "x-session-token", "s8", e, 3, o);
+	CHECK(o[1] == 1.0);
+	aff_scores(s, "aff", "x-session-token", "s2", e, 3, o);
+	CHECK(o[1] == 1.0);
+	/* A session re-recorded elsewhere follows its newest pick. */
+	aff_record(s, "aff", "s2", e[0], t0 + 10000000LL);
+	aff_scores(s, "aff", "x-session-token", "s2", e, 3, o);
+	CHECK(o[0] == 1.0 && o[1] == 0.0);
+	sched_free(s);
+	store_release(snap);
+	store_catalog_unref(cat);
+
+	static const struct {
+		const char *params, *err;
+	} bad[] = {
+		{"{\"header\":\"x\"}", "unknown parameter 'header'"},
+		{"{\"headerName\":7}", "parameter 'headerName' must be a string"},
+		{"{\"headerName\":\"\"}", "headerName must not be empty"},
+		{"{\"headerName\":\"x session\"}",
+		 "headerName \"x session\" is not a valid header name"},
+		{"{\"capacity\":0}", "capacity must be in [1, 16777216], got 0"},
+		{"{\"capacity\":1.5}", "parameter 'capacity' must be an integer"},
+		{"{\"queueDepthThreshold\":0}",
+		 "queueDepthThreshold must be strictly positive, got 0"},
+		{"{\"kvCacheUtilThreshold\":1.5}",
+		 "kvCacheUtilThreshold must be in (0.0, 1.0], got 1.500000"},
+		{"{\"metricsStalenessThreshold\":\"0s\"}",
+		 "metricsStalenessThreshold must be strictly positive"},
+		{"{\"metricsStalenessThreshold\":\"soon\"}",
+		 "parameter 'metricsStalenessThreshold' must be a duration string such as "
+		 "\"200ms\""},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct tcfg *t = cfg_new();
+		cfg_plugin(t, "aff", "session-affinity-scorer", bad[i].params, 1);
+		char want[512];
+		snprintf(want, sizeof(want),
+			 "test.yaml:1: failed to create plugin 'aff' "
+			 "(type: session-affinity-scorer): %s",
+			 bad[i].err);
+		EXPECT_ERR(t, want);
+	}
+}
+
 int main(void)
 {
 	arena_init(&A, 16384);
@@ -1960,6 +2308,11 @@ int main(void)
 	RUN(test_prefix_cleanup);
 	RUN(test_prefix_validation);
 	RUN(test_concurrent_workers);
+	RUN(test_inflight_between_scrapes);
+	RUN(test_inflight_since_epochs);
+	RUN(test_running_scorer_inflight);
+	RUN(test_session_affinity);
+	RUN(test_session_affinity_params);
 	arena_free(&A);
 	return harness_done();
 }

@@ -317,6 +317,10 @@ bool split_host_port(const char *s, size_t n, sched_str *host, sched_str *port)
 struct inflight_slot {
 	_Atomic uint64_t word; /* tag << 32 | requests */
 	_Atomic int64_t tokens;
+	/* Requests sent since the endpoint's last scrape:
+	 * tag16 << 48 | scrape epoch (low 32 bits of update_ms) << 16 | count.
+	 * The tag tells a reused slot's leftovers from the current owner's. */
+	_Atomic uint64_t since;
 };
 
 struct inflight {
@@ -407,6 +411,71 @@ void inflight_get(const inflight *t, const char *name, int64_t *requests, int64_
 	}
 	*requests = r;
 	*tokens = k;
+}
+
+/* The reference scores the last scrape only, so every request decided
+ * between two scrapes sees the same numbers and a burst herds onto the pod
+ * that looked idle. kepp also counts, per endpoint, the requests it sent
+ * after the scrape its snapshot shows and that have not finished; the count
+ * starts over when a newer scrape (which sees them) is observed. */
+#define SINCE_COUNT 0xffffULL
+
+static uint64_t since_tag(const struct inflight_slot *sl)
+{
+	return (atomic_load(&sl->word) >> 32) & 0xffff;
+}
+
+uint64_t inflight_mark_sent(void *slot, int64_t scrape_ms)
+{
+	struct inflight_slot *sl = slot;
+	if (!sl)
+		return 0;
+	uint64_t tag = since_tag(sl), epoch = (uint64_t)scrape_ms & 0xffffffffu;
+	uint64_t w = atomic_load(&sl->since), nw;
+	do {
+		uint64_t e = (w >> 16) & 0xffffffffu, cnt = w & SINCE_COUNT;
+		if (w >> 48 != tag || (int32_t)(uint32_t)(epoch - e) > 0)
+			nw = tag << 48 | epoch << 16 | 1; /* newer scrape: start over */
+		else
+			nw = (w & ~SINCE_COUNT) | (cnt < SINCE_COUNT ? cnt + 1 : cnt);
+	} while (!atomic_compare_exchange_weak(&sl->since, &w, nw));
+	return nw & ~SINCE_COUNT;
+}
+
+void inflight_unmark_sent(void *slot, uint64_t mark)
+{
+	struct inflight_slot *sl = slot;
+	if (!sl || !mark)
+		return;
+	uint64_t w = atomic_load(&sl->since);
+	/* Counted under a scrape epoch that has since been replaced: the newer
+	 * scrape already took the request into account. */
+	while ((w & ~SINCE_COUNT) == mark && (w & SINCE_COUNT) > 0)
+		if (atomic_compare_exchange_weak(&sl->since, &w, w - 1))
+			return;
+}
+
+int64_t inflight_since(const inflight *t, const char *name, int64_t scrape_ms)
+{
+	uint64_t h = name_hash(name);
+	uint64_t tag = (h >> 32) | 1, epoch = (uint64_t)scrape_ms & 0xffffffffu;
+	for (size_t i = 0; i < INFLIGHT_PROBE; i++) {
+		struct inflight_slot *sl =
+			(struct inflight_slot *)&t->slot[(h + i) & (INFLIGHT_SLOTS - 1)];
+		uint64_t w = atomic_load(&sl->word);
+		if (w == 0)
+			break;
+		if (w >> 32 != tag || (w & 0xffffffffu) == 0)
+			continue;
+		uint64_t v = atomic_load(&sl->since);
+		uint64_t e = (v >> 16) & 0xffffffffu;
+		/* A newer epoch than ours: sent after a scrape this snapshot does
+		 * not have yet, so still unseen. An older one: seen since. */
+		if (v >> 48 != (tag & 0xffff) || (int32_t)(uint32_t)(e - epoch) < 0)
+			return 0;
+		return (int64_t)(v & SINCE_COUNT);
+	}
+	return 0;
 }
 
 /* ---- core plugin types (no scheduling role) ---------------------------------- */
@@ -664,7 +733,8 @@ static const plugin_type *const core_types[] = {
 const plugin_type *sched_find_type(const char *name)
 {
 	const plugin_type *const *tables[] = {core_types, sched_scorer_types, sched_filter_types,
-					      sched_picker_types, sched_prefix_types};
+					      sched_picker_types, sched_prefix_types,
+					      sched_affinity_types};
 	for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++)
 		for (const plugin_type *const *p = tables[t]; *p; p++)
 			if (strcmp((*p)->type, name) == 0)

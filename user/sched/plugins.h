@@ -132,6 +132,7 @@ extern const plugin_type *const sched_scorer_types[];
 extern const plugin_type *const sched_filter_types[];
 extern const plugin_type *const sched_picker_types[];
 extern const plugin_type *const sched_prefix_types[];
+extern const plugin_type *const sched_affinity_types[];
 
 const plugin_type *sched_find_type(const char *name);
 const sched_plugin *sched_find_plugin(const sched *s, const char *name);
@@ -166,6 +167,12 @@ void inflight_free(inflight *t);
 void *inflight_acquire(inflight *t, const char *name, int64_t tokens);
 void inflight_release(void *slot, int64_t tokens);
 void inflight_get(const inflight *t, const char *name, int64_t *requests, int64_t *tokens);
+/* Counts a request held in |slot| as sent after the scrape of |scrape_ms|
+ * (the update_ms its snapshot showed); returns the mark to undo it with. */
+uint64_t inflight_mark_sent(void *slot, int64_t scrape_ms);
+void inflight_unmark_sent(void *slot, uint64_t mark);
+/* Unfinished requests sent to |name| after its scrape of |scrape_ms|. */
+int64_t inflight_since(const inflight *t, const char *name, int64_t scrape_ms);
 
 /* Go's rand.Shuffle (Fisher-Yates from the end). */
 void shuffle_scored(sched_scored *sc, size_t n);

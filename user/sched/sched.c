@@ -435,14 +435,18 @@ void sched_decide(const sched *s, const store_snapshot *snap, const sched_reques
 		res->inflight_tokens = estimate_tokens(req->body_len);
 		res->inflight = inflight_acquire(s->inflight, res->picked[0]->name,
 						 res->inflight_tokens);
+		res->inflight_mark =
+			inflight_mark_sent(res->inflight, res->picked[0]->m.update_ms);
 	}
 }
 
 void sched_request_done(const sched *s, const sched_result *res)
 {
 	(void)s;
-	if (res->inflight)
+	if (res->inflight) {
+		inflight_unmark_sent(res->inflight, res->inflight_mark);
 		inflight_release(res->inflight, res->inflight_tokens);
+	}
 }
 
 void sched_pick_any(const store_snapshot *snap, arena *a, sched_result *res)

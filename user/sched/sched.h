@@ -94,6 +94,7 @@ typedef struct sched_result {
 	 * token-load-scorer); released by sched_request_done. */
 	void *inflight;
 	int64_t inflight_tokens;
+	uint64_t inflight_mark; /* counted as sent after the last scrape */
 } sched_result;
 
 /* Builds the scheduler from |cfg| (NULL: the v1.5.0 built-in default of spec

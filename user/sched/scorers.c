@@ -8,47 +8,44 @@
 
 /* queue-scorer and running-requests-size-scorer: min-max normalisation over
  * the candidates, 1.0 for everyone when all are equal. The reference works
- * on integer gauges; the values are truncated the same way. */
-static void minmax_score(const store_endpoint *const *eps, size_t n, double *out,
-			 double (*metric)(const store_endpoint *))
+ * on integer gauges; the values are truncated the same way.
+ *
+ * Deviation from the reference, which scores the scraped gauge alone and so
+ * herds every request of a burst between two scrapes onto the pod that
+ * looked idle: the requests kepp sent to an endpoint after the scrape its
+ * snapshot shows, and that have not finished, are added to the gauge (they
+ * are queued or running there, but no scrape has seen them yet). */
+static void minmax_score(const sched_ctx *c, const store_endpoint *const *eps, size_t n,
+			 double *out, bool use_running)
 {
 	long long lo = 0, hi = 0;
 	for (size_t i = 0; i < n; i++) {
-		long long v = (long long)metric(eps[i]);
+		const store_metrics *m = &eps[i]->m;
+		long long v = (long long)(use_running ? m->running : m->waiting_queue);
+		if (c->s->inflight)
+			v += inflight_since(c->s->inflight, eps[i]->name, m->update_ms);
+		out[i] = (double)v;
 		if (i == 0 || v < lo)
 			lo = v;
 		if (i == 0 || v > hi)
 			hi = v;
 	}
 	for (size_t i = 0; i < n; i++)
-		out[i] = hi == lo ? 1.0
-				  : (double)(hi - (long long)metric(eps[i])) / (double)(hi - lo);
-}
-
-static double waiting(const store_endpoint *ep)
-{
-	return ep->m.waiting_queue;
-}
-
-static double running(const store_endpoint *ep)
-{
-	return ep->m.running;
+		out[i] = hi == lo ? 1.0 : (double)(hi - (long long)out[i]) / (double)(hi - lo);
 }
 
 static void queue_score(const sched_plugin *p, const sched_ctx *c, const store_endpoint *const *eps,
 			size_t n, double *out)
 {
 	(void)p;
-	(void)c;
-	minmax_score(eps, n, out, waiting);
+	minmax_score(c, eps, n, out, false);
 }
 
 static void running_score(const sched_plugin *p, const sched_ctx *c,
 			  const store_endpoint *const *eps, size_t n, double *out)
 {
 	(void)p;
-	(void)c;
-	minmax_score(eps, n, out, running);
+	minmax_score(c, eps, n, out, true);
 }
 
 static void kv_score(const sched_plugin *p, const sched_ctx *c, const store_endpoint *const *eps,
@@ -127,6 +124,7 @@ static void token_load_score(const sched_plugin *p, const sched_ctx *c,
 static const plugin_type queue_scorer = {
 	.type = "queue-scorer",
 	.kinds = PK_SCORER,
+	.needs_inflight = true,
 	.create = plugin_no_params,
 	.score = queue_score,
 };
@@ -145,6 +143,7 @@ static const plugin_type lora_scorer = {
 static const plugin_type running_scorer = {
 	.type = "running-requests-size-scorer",
 	.kinds = PK_SCORER,
+	.needs_inflight = true,
 	.create = plugin_no_params,
 	.score = running_score,
 };
