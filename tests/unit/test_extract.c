@@ -7,7 +7,7 @@
 static const sched_engine *engine(const char *name)
 {
 	size_t n;
-	const sched_engine *e = mx_builtin_engines(&n);
+	const sched_engine *e = sched_builtin_engines(&n);
 	for (size_t i = 0; i < n; i++)
 		if (strcmp(e[i].name, name) == 0)
 			return &e[i];

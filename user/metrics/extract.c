@@ -25,28 +25,6 @@ struct mx_engine {
 	char *bs_label, *nb_label;
 };
 
-static const sched_engine builtin[] = {
-	{"vllm", "vllm:num_requests_waiting", "vllm:num_requests_running",
-	 "vllm:kv_cache_usage_perc", "vllm:lora_requests_info", "vllm:cache_config_info", "", "",
-	 "", ""},
-	{"sglang", "sglang:num_queue_reqs", "sglang:num_running_reqs", "sglang:token_usage", "",
-	 "sglang:cache_config_info", "page_size", "num_pages", "", ""},
-	{"trtllm-serve", "trtllm_num_requests_waiting", "trtllm_num_requests_running",
-	 "trtllm_kv_cache_utilization", "", "", "", "", "trtllm_kv_cache_tokens_per_block",
-	 "trtllm_kv_cache_max_blocks"},
-	{"triton-tensorrt-llm", "nv_trt_llm_request_metrics{request_type=waiting}",
-	 "nv_trt_llm_request_metrics{request_type=scheduled}",
-	 "nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=fraction}", "", "", "", "",
-	 "nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=tokens_per}",
-	 "nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=max}"},
-};
-
-const sched_engine *mx_builtin_engines(size_t *n)
-{
-	*n = sizeof(builtin) / sizeof(builtin[0]);
-	return builtin;
-}
-
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 

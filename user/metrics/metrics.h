@@ -30,10 +30,6 @@ mx_engine *mx_engine_new(const sched_engine *e, char *err, size_t errlen);
 void mx_engine_free(mx_engine *e);
 const char *mx_engine_name(const mx_engine *e);
 
-/* The built-in engine configs of v1.5.0 (vllm, sglang, trtllm-serve,
- * triton-tensorrt-llm), used in legacy-metrics mode. */
-const sched_engine *mx_builtin_engines(size_t *n);
-
 /* Parses one exposition |body| and updates |m| with every metric |e| maps:
  * each metric found replaces its fields, a metric missing or in error leaves
  * them as they were (spec §6: errors in one metric don't discard the others).

@@ -597,7 +597,7 @@ mx_scraper *mx_scraper_new(struct event_base *base, const sched_datalayer *dl,
 			.engine_label_key = "inference.networking.k8s.io/engine-type",
 			.default_engine = s->o.default_engine,
 		};
-		s->legacy_ex.engines = mx_builtin_engines(&nb);
+		s->legacy_ex.engines = sched_builtin_engines(&nb);
 		s->legacy_ex.n_engines = nb;
 		bool known = false;
 		for (size_t k = 0; k < nb; k++)

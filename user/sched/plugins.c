@@ -557,6 +557,12 @@ static const sched_engine builtin_engines[] = {
 	 "nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=max}"},
 };
 
+const sched_engine *sched_builtin_engines(size_t *n)
+{
+	*n = sizeof(builtin_engines) / sizeof(builtin_engines[0]);
+	return builtin_engines;
+}
+
 static bool name_char(char c, bool first)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' ||

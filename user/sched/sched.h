@@ -154,6 +154,10 @@ typedef struct sched_datalayer {
 } sched_datalayer;
 
 const sched_datalayer *sched_data_layer(const sched *s);
+/* The built-in engine configs of v1.5.0 (vllm, sglang, trtllm-serve,
+ * triton-tensorrt-llm): appended to user engines, and used alone in
+ * legacy-metrics mode. */
+const sched_engine *sched_builtin_engines(size_t *n);
 
 /* Response side (spec §2.9). */
 
