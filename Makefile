@@ -41,6 +41,8 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 
 TOOL_SRCS := $(wildcard tools/*/main.c)
 TOOL_BINS := $(patsubst tools/%/main.c,$(BUILD)/%,$(TOOL_SRCS))
+BENCH_SRCS := $(wildcard tools/bench/*/main.c)
+BENCH_BINS := $(patsubst tools/bench/%/main.c,$(BUILD)/bench-%,$(BENCH_SRCS))
 
 .PHONY: all deps test unit asan demo clean proto-py tools
 .DELETE_ON_ERROR:
@@ -90,7 +92,12 @@ $(BUILD)/%: tools/%/main.c $$(wildcard tools/$$*/*.c tools/$$*/*.h) $(LIB)
 	$(Q)mkdir -p $(dir $@)
 	$(Q)$(CC) $(KCFLAGS) $(wildcard tools/$*/*.c) $(LIB) -o $@ $(LDFLAGS) $(LDLIBS)
 
-tools: $(TOOL_BINS)
+# Benchmarks in C: tools/bench/NAME/*.c -> $(BUILD)/bench-NAME.
+$(BUILD)/bench-%: tools/bench/%/main.c $$(wildcard tools/bench/$$*/*.c tools/bench/$$*/*.h) $(LIB)
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(CC) $(KCFLAGS) $(wildcard tools/bench/$*/*.c) $(LIB) -o $@ $(LDFLAGS) $(LDLIBS)
+
+tools: $(TOOL_BINS) $(BENCH_BINS)
 
 # Python message classes for the independent Envoy-role test client.
 proto-py: deps
@@ -110,5 +117,8 @@ demo: all proto-py
 
 clean:
 	rm -rf build build-asan
+
+# Build fragments owned by their folders: BPF objects and skeletons, fuzz targets.
+include $(wildcard bpf/bpf.mk tests/fuzz/fuzz.mk)
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
