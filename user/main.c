@@ -36,7 +36,7 @@
 
 typedef struct flags {
 	int grpc_port, grpc_health_port;
-	bool secure_serving, enable_cert_reload, health_checking, disable_subset;
+	bool secure_serving, enable_cert_reload, health_checking, disable_subset, watch_config;
 	const char *cert_path;
 	const char *endpoints, *manifests, *config_file, *config_text;
 	const char *pool_name, *pool_namespace, *pool_group;
@@ -61,6 +61,7 @@ static flags F = {
 	.grpc_port = 9002,
 	.grpc_health_port = 9003,
 	.secure_serving = true,
+	.watch_config = true,
 	.pool_group = "inference.networking.k8s.io",
 	.kernel = "auto",
 	.drain_timeout_ms = 30000,
@@ -83,6 +84,7 @@ static const flagdef FLAGS[] = {
 	{"manifests", F_STR, &F.manifests, "YAML file or folder of InferencePool/Model/Objective/ModelRewrite manifests (reloaded on change)"},
 	{"config-file", F_STR, &F.config_file, "EndpointPickerConfig YAML file"},
 	{"config-text", F_STR, &F.config_text, "EndpointPickerConfig YAML text"},
+	{"watch-config-file", F_BOOL, &F.watch_config, "reload --config-file when it changes (a bad one is refused, the old one serves on)"},
 	{"pool-name", F_STR, &F.pool_name, "InferencePool name"},
 	{"pool-namespace", F_STR, &F.pool_namespace, "InferencePool namespace (default: $NAMESPACE, then \"default\")"},
 	{"pool-group", F_STR, &F.pool_group, "InferencePool API group"},
@@ -213,8 +215,8 @@ typedef struct app {
 	xp_server *health_server;
 	xp_method health_methods[4];
 	size_t n_health_methods;
-	struct event *sig_term, *sig_int, *reload_tick, *cert_tick, *exit_tick;
-	uint64_t manifest_sig;
+	struct event *sig_term, *sig_int, *reload_tick, *cert_tick, *exit_tick, *config_tick;
+	uint64_t manifest_sig, config_sig;
 	bool draining;
 	int64_t exit_deadline_ms;
 	store_manifest_opts mopts;
@@ -275,7 +277,7 @@ static int worker_init(app *A, worker *w, int id)
 		.max_headers = 1024,
 		.disable_subset = F.disable_subset,
 	};
-	w->ep = xp_ep_new(A->store, A->sched, &eo);
+	w->ep = xp_ep_new(A->store, &eo);
 	if (!w->ep)
 		return -ENOMEM;
 	w->methods[0] = xp_ep_method(w->ep);
@@ -329,6 +331,8 @@ static void republish(void *arg)
 		ulog(LOG_ERROR, "out of memory building a snapshot; keeping the previous one", NULL);
 		return;
 	}
+	sched_ref(A->sched);
+	store_snapshot_attach_sched(snap, A->sched, sched_unref);
 	store_publish(A->store, snap);
 }
 
@@ -388,6 +392,56 @@ static void reload_tick(evutil_socket_t fd, short what, void *arg)
 	if (publish(A, c) == 0)
 		ulog(LOG_DEFAULT, "manifests reloaded", "path", F.manifests, NULL);
 	store_catalog_unref(c);
+}
+
+static mx_scraper *scraper_new(app *A, const sched *s, char *err, size_t errlen)
+{
+	mx_scraper_opts mo = {.interval_ms = F.refresh_metrics_ms};
+	mx_scraper *mx = mx_scraper_new(A->base, sched_data_layer(s), &mo, err, errlen);
+	if (!mx)
+		return NULL;
+	mx_scraper_on_update(mx, republish, A);
+	return mx;
+}
+
+/* A changed --config-file becomes the scheduler for new requests; streams
+ * decided with the old one finish with it (their snapshots hold it). The
+ * scraper goes on unless the data layer changed. */
+static void config_tick(evutil_socket_t fd, short what, void *arg)
+{
+	app *A = arg;
+	uint64_t sig;
+	if (store_manifests_signature(F.config_file, &sig) < 0 || sig == A->config_sig)
+		return;
+	A->config_sig = sig;
+	char err[1024];
+	sched_config *cfg = NULL;
+	sched *s = NULL;
+	if (sched_config_load_file(F.config_file, &cfg, err, sizeof(err)) == 0)
+		s = sched_new(cfg, err, sizeof(err));
+	sched_config_free(cfg);
+	if (!s) {
+		ulog(LOG_ERROR, "config file changed but is invalid; keeping the previous one", "error",
+		     err, NULL);
+		return;
+	}
+	if (mx_scraper_rebind(A->mx, sched_data_layer(s)) < 0) {
+		mx_scraper *mx = scraper_new(A, s, err, sizeof(err));
+		if (!mx || mx_scraper_set_endpoints(mx, A->eps, A->n_eps) < 0) {
+			ulog(LOG_ERROR, "cannot apply the new config's data layer; keeping the previous config",
+			     "error", mx ? "out of memory" : err, NULL);
+			mx_scraper_free(mx);
+			sched_unref(s);
+			return;
+		}
+		mx_scraper_free(A->mx);
+		A->mx = mx;
+	}
+	sched_unref(A->sched);
+	A->sched = s;
+	republish(A);
+	ulog(LOG_DEFAULT, "config reloaded", "path", F.config_file, "profile", sched_profile_name(s),
+	     NULL);
 }
 
 static void cert_tick(evutil_socket_t fd, short what, void *arg)
@@ -469,13 +523,13 @@ static int app_setup(app *A, sched_config **cfg)
 	if (!A->base)
 		return -ENOMEM;
 	arena_init(&A->fill_mem, 16384);
-	mx_scraper_opts mo = {.interval_ms = F.refresh_metrics_ms};
-	A->mx = mx_scraper_new(A->base, sched_data_layer(A->sched), &mo, err, sizeof(err));
+	A->mx = scraper_new(A, A->sched, err, sizeof(err));
 	if (!A->mx) {
 		ulog(LOG_ERROR, "cannot start the metrics scraper", "error", err, NULL);
 		return -EINVAL;
 	}
-	mx_scraper_on_update(A->mx, republish, A);
+	if (F.config_file)
+		store_manifests_signature(F.config_file, &A->config_sig);
 	A->mopts.pool_name = F.pool_name;
 	A->mopts.pool_namespace = F.pool_namespace;
 	A->mopts.pool_group = F.pool_group;
@@ -528,7 +582,8 @@ static void app_free(app *A, sched_config *cfg)
 	free(A->eps_fill);
 	if (A->catalog)
 		store_catalog_unref(A->catalog);
-	struct event *evs[] = {A->sig_term, A->sig_int, A->reload_tick, A->cert_tick, A->exit_tick};
+	struct event *evs[] = {A->sig_term, A->sig_int, A->reload_tick, A->cert_tick, A->exit_tick,
+			       A->config_tick};
 	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
 		if (evs[i])
 			event_free(evs[i]);
@@ -538,8 +593,7 @@ static void app_free(app *A, sched_config *cfg)
 		xp_tls_free(A->tls);
 	if (A->store)
 		store_free(A->store);
-	if (A->sched)
-		sched_free(A->sched);
+	sched_unref(A->sched);
 	sched_config_free(cfg);
 }
 
@@ -617,6 +671,11 @@ int main(int argc, char **argv)
 		struct timeval tv = {1, 0};
 		A.reload_tick = event_new(A.base, -1, EV_PERSIST, reload_tick, &A);
 		event_add(A.reload_tick, &tv);
+	}
+	if (F.config_file && F.watch_config) {
+		struct timeval tv = {1, 0};
+		A.config_tick = event_new(A.base, -1, EV_PERSIST, config_tick, &A);
+		event_add(A.config_tick, &tv);
 	}
 	if (F.secure_serving && F.enable_cert_reload && F.cert_path && *F.cert_path) {
 		struct timeval tv = {0, 250000};

@@ -8,7 +8,7 @@ import time
 
 import envoy
 from envoy import TestFailure, check, eq, llm_request, set_headers
-from test_extproc import HERMETIC, POOL_V1, route
+from test_extproc import CONF_EPS, HERMETIC, POOL_V1, conf_request, route
 
 KEPP = os.path.join(envoy.BUILD_DIR, "kepp")
 
@@ -134,3 +134,92 @@ def test_manifests_reload_on_change():
         err = [l for l in k.logs() if "keeping the previous" in (l.get("msg") or "")][0]
         check(path + ":" in err.get("error", ""), "error names the file: %r" % err)
         eq(forwarded_model(k), "second-target")
+
+
+QUEUE_CONFIG = """\
+apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: queue-scorer
+- type: max-score-picker
+schedulingProfiles:
+- name: queue-profile
+  plugins:
+  - pluginRef: queue-scorer
+  - pluginRef: max-score-picker
+"""
+
+
+def wait_log(k, text, timeout=5):
+    deadline = time.time() + timeout
+    while True:
+        hits = [l for l in k.logs() if text in (l.get("msg") or "")]
+        if hits:
+            return hits[-1]
+        if time.time() > deadline:
+            raise TestFailure("no log %r:\n%s" % (text, k.stderr()))
+        time.sleep(0.1)
+
+
+def unselected(k):
+    """A conformance request without the selection header: routed by a
+    queue profile, refused with 429 by the conformance profile."""
+    s = k.stream()
+    s.send(*conf_request(None))
+    r = s.recv_n(1)[0]
+    s.close()
+    if envoy.kind(r) == "immediate_response":
+        return envoy.immediate(r)
+    return "routed"
+
+
+def test_config_file_reload_on_change():
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "epc.yaml")
+        with open(path, "w") as f:
+            f.write(QUEUE_CONFIG)
+        with envoy.Kepp(endpoints=CONF_EPS, config_file=path) as k:
+            eq(unselected(k), "routed")
+            # A stream decided by the conformance profile, still open when
+            # the config changes back, finishes with that profile.
+            with open(path, "w") as f:
+                f.write(envoy.CONFORMANCE_CONFIG)
+            wait_log(k, "config reloaded")
+            eq(unselected(k)[0], 429)
+            old = k.stream()
+            old.send(*conf_request("127.0.0.2"))
+            route(old)
+            with open(path, "w") as f:
+                f.write(QUEUE_CONFIG + "# changed\n")
+            deadline = time.time() + 5
+            while unselected(k) != "routed":
+                check(time.time() < deadline, "config change not picked up:\n" + k.stderr())
+                time.sleep(0.1)
+            old.send(envoy.resp_headers([("content-type", "application/json")],
+                                        md=envoy.metadata(served="127.0.0.2:8000")))
+            r = old.recv_n(1)[0]
+            eq(set_headers(r).get("x-conformance-test-served-endpoint"), "127.0.0.2:8000",
+               "the old stream's verifier")
+            old.close()
+            # A broken change is refused with file and line; the queue
+            # profile keeps serving.
+            with open(path, "w") as f:
+                f.write(QUEUE_CONFIG.replace("- type: max-score-picker", "- type: no-such-picker"))
+            err = wait_log(k, "config file changed but is invalid")
+            check("%s:5: " % path in err.get("error", ""), "error names file and line: %r" % err)
+            eq(unselected(k), "routed")
+
+
+def test_config_file_not_watched_when_disabled():
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "epc.yaml")
+        with open(path, "w") as f:
+            f.write(QUEUE_CONFIG)
+        with envoy.Kepp(endpoints=CONF_EPS, config_file=path,
+                        extra=["--watch-config-file=false"]) as k:
+            with open(path, "w") as f:
+                f.write(envoy.CONFORMANCE_CONFIG)
+            time.sleep(2.5)
+            eq(unselected(k), "routed")
+            check(not any("config reloaded" in (l.get("msg") or "") for l in k.logs()),
+                  k.stderr())

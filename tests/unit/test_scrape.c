@@ -16,6 +16,7 @@
 
 #include "harness.h"
 #include "metrics/metrics.h"
+#include "sched/sched.h"
 
 enum { MODE_OK, MODE_FAIL, MODE_HANG };
 enum { NPORTS = 5, MAXCONN = 64 };
@@ -311,9 +312,78 @@ static void test_bad_config(void)
 	event_base_free(base);
 }
 
+static sched *sched_from(const char *path_param)
+{
+	char text[1024], err[512];
+	snprintf(text, sizeof(text),
+		 "apiVersion: inference.networking.x-k8s.io/v1alpha1\n"
+		 "kind: EndpointPickerConfig\n"
+		 "featureGates: [dataLayer]\n"
+		 "plugins:\n"
+		 "- {name: src, type: metrics-data-source, parameters: {path: %s}}\n"
+		 "- {name: ex, type: core-metrics-extractor}\n"
+		 "- type: queue-scorer\n"
+		 "dataLayer:\n"
+		 "  sources:\n"
+		 "  - pluginRef: src\n"
+		 "    extractors:\n"
+		 "    - pluginRef: ex\n",
+		 path_param);
+	sched_config *c = NULL;
+	sched *s = NULL;
+	if (sched_config_parse_text(text, strlen(text), "t.yaml", &c, err, sizeof(err)) == 0)
+		s = sched_new(c, err, sizeof(err));
+	sched_config_free(c);
+	if (!s)
+		fprintf(stderr, "config: %s\n", err);
+	return s;
+}
+
+/* A reloaded config with the same data layer keeps the scraper: it is
+ * pointed at the new sched's data layer and the old sched can go. */
+static void test_rebind(void)
+{
+	struct event_base *base = event_base_new();
+	char err[256];
+	sched *a = sched_from("/metrics"), *b = sched_from("/metrics"), *c = sched_from("/other");
+	CHECK(a && b && c);
+	if (!a || !b || !c)
+		goto out;
+	CHECK(sched_data_layer(a)->n_sources == 1);
+	mx_scraper *s = mx_scraper_new(base, sched_data_layer(a), NULL, err, sizeof(err));
+	CHECK(s != NULL);
+	CHECK_INT(mx_scraper_rebind(s, sched_data_layer(b)), 0);
+	sched_free(a);
+	a = NULL;
+	CHECK_INT(mx_scraper_rebind(s, sched_data_layer(c)), -ESTALE);
+	sched_datalayer legacy = {.legacy_metrics = true};
+	CHECK_INT(mx_scraper_rebind(s, &legacy), -ESTALE);
+	/* Still bound to b: a scrape round reads its source after the rebind. */
+	store_endpoint ep = {0};
+	snprintf(ep.addr, sizeof(ep.addr), "127.0.0.1:1");
+	snprintf(ep.ip, sizeof(ep.ip), "127.0.0.1");
+	ep.port = 1;
+	CHECK_INT(mx_scraper_set_endpoints(s, &ep, 1), 0);
+	struct timeval tv = {0, 120000};
+	event_base_loopexit(base, &tv);
+	event_base_dispatch(base);
+	mx_scraper_free(s);
+	mx_scraper *l = mx_scraper_new(base, &legacy, NULL, err, sizeof(err));
+	CHECK(l != NULL);
+	CHECK_INT(mx_scraper_rebind(l, &legacy), 0);
+	CHECK_INT(mx_scraper_rebind(l, sched_data_layer(b)), -ESTALE);
+	mx_scraper_free(l);
+out:
+	sched_free(a);
+	sched_free(b);
+	sched_free(c);
+	event_base_free(base);
+}
+
 int main(void)
 {
 	RUN(test_scrape);
 	RUN(test_bad_config);
+	RUN(test_rebind);
 	return harness_done();
 }

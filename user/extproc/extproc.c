@@ -42,7 +42,6 @@ typedef Google__Protobuf__Value PbValue;
 
 struct xp_ep {
 	store *store;
-	const sched *sched;
 	xp_ep_opts o;
 	arena scratch; /* one message's decode and encode; reset after each */
 	ProtobufCAllocator pb_alloc;
@@ -504,12 +503,6 @@ static sched_str hval(const hdrs *h, const char *name)
 	return r;
 }
 
-static void remember_decision(ep_stream *s, const store_snapshot *snap)
-{
-	s->decided = true;
-	s->snap = snap;
-}
-
 static void decide_and_answer(ep_stream *s, bool trailers_follow)
 {
 	xp_ep *ep = s->ep;
@@ -539,14 +532,16 @@ static void decide_and_answer(ep_stream *s, bool trailers_follow)
 	rq.header = header_cb;
 	rq.header_ctx = &s->req_h;
 
-	sched_decide(ep->sched, snap, &rq, &s->mem, &s->res);
+	/* The snapshot (and the sched it carries) stays held until the stream
+	 * ends: sched_request_done needs the same sched. */
+	s->snap = snap;
+	sched_decide(snap->sched, snap, &rq, &s->mem, &s->res);
 	s->scheduled = true;
 	if (s->res.err != SCHED_OK) {
-		store_release(snap);
 		send_immediate(s, s->res.err, s->res.error);
 		return;
 	}
-	remember_decision(s, snap);
+	s->decided = true;
 	s->req_decided = true;
 	if (log_enabled(LOG_DEBUG))
 		ulog(LOG_DEBUG, "request scheduled", "x-request-id",
@@ -616,14 +611,13 @@ static void on_request_headers(ep_stream *s, const HttpHeaders *hh)
 			if (hm->headers[i] && hm->headers[i]->key &&
 			    strcasecmp(hm->headers[i]->key, "x-request-id") == 0)
 				have_id = true;
-		const store_snapshot *snap = store_acquire(ep->store);
-		sched_pick_any(snap, &s->mem, &s->res);
+		s->snap = store_acquire(ep->store);
+		sched_pick_any(s->snap, &s->mem, &s->res);
 		if (s->res.err != SCHED_OK) {
-			store_release(snap);
 			send_immediate(s, s->res.err, s->res.error);
 			return;
 		}
-		remember_decision(s, snap);
+		s->decided = true;
 		s->req_decided = true;
 		s->req_body_eos = true;
 		setlist sl = {0};
@@ -743,8 +737,13 @@ static void on_response_headers(ep_stream *s, const HttpHeaders *hh)
 		s->resp_streaming = true;
 	resp_hdr_ctx c = {a, &sl};
 	sched_str served = {s->served, s->served_len};
-	sched_response_headers(s->ep->sched, s->have_lb, s->have_served ? &served : NULL,
+	/* A stream that reached the response without a decision (the gateway
+	 * routed it elsewhere) uses the sched in force now. */
+	const store_snapshot *snap = s->snap ? s->snap : store_acquire(s->ep->store);
+	sched_response_headers(snap->sched, s->have_lb, s->have_served ? &served : NULL,
 			       add_resp_header, &c);
+	if (snap != s->snap)
+		store_release(snap);
 	CommonResponse *cr = new_common(a);
 	cr->header_mutation = mutation(a, &sl);
 	send_headers_resp(s, false, cr, NULL);
@@ -920,7 +919,7 @@ static void ep_close(xp_stream *st, void *ctx, bool cancelled)
 	if (cancelled)
 		ulog(LOG_DEBUG, "ext_proc stream cancelled", NULL);
 	if (s->scheduled)
-		sched_request_done(s->ep->sched, &s->res);
+		sched_request_done(s->snap->sched, &s->res);
 	if (s->snap)
 		store_release(s->snap);
 	buf_free(&s->body);
@@ -929,13 +928,12 @@ static void ep_close(xp_stream *st, void *ctx, bool cancelled)
 	free(s);
 }
 
-xp_ep *xp_ep_new(store *st, const sched *s, const xp_ep_opts *o)
+xp_ep *xp_ep_new(store *st, const xp_ep_opts *o)
 {
 	xp_ep *ep = calloc(1, sizeof(*ep));
 	if (!ep)
 		return NULL;
 	ep->store = st;
-	ep->sched = s;
 	ep->o = *o;
 	if (!ep->o.max_headers)
 		ep->o.max_headers = 1024;

@@ -5,7 +5,8 @@
  * trailers per direction), or with one ImmediateResponse on error.
  *
  * An xp_ep is per worker thread (it owns the worker's scratch memory); the
- * store and sched it points to are shared and read-only for it. */
+ * store it points to is shared, and every snapshot published there must carry
+ * a sched (store_snapshot_attach_sched). */
 #ifndef KEPP_EXTPROC_H
 #define KEPP_EXTPROC_H
 #include <stdbool.h>
@@ -27,7 +28,7 @@ typedef struct xp_ep_opts {
 
 typedef struct xp_ep xp_ep;
 
-xp_ep *xp_ep_new(store *st, const sched *s, const xp_ep_opts *o);
+xp_ep *xp_ep_new(store *st, const xp_ep_opts *o);
 void xp_ep_free(xp_ep *ep);
 /* The Process method bound to |ep|, for xp_server_opts.methods. */
 xp_method xp_ep_method(xp_ep *ep);

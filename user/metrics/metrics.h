@@ -60,6 +60,11 @@ typedef struct mx_scraper_opts {
 mx_scraper *mx_scraper_new(struct event_base *base, const sched_datalayer *dl,
 			   const mx_scraper_opts *opts, char *err, size_t errlen);
 void mx_scraper_free(mx_scraper *s);
+/* Points the scraper at |dl| (a reloaded config's data layer) when it is
+ * equal, field by field, to the one the scraper was built from, so scraping
+ * goes on with its state; the old data layer may then be freed. Returns
+ * -ESTALE when they differ: build a new scraper then. */
+int mx_scraper_rebind(mx_scraper *s, const sched_datalayer *dl);
 
 /* One endpoint to scrape. */
 typedef struct mx_target {

@@ -649,6 +649,68 @@ fail:
 	return NULL;
 }
 
+static bool str_eq(const char *a, const char *b)
+{
+	return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+static bool engine_eq(const sched_engine *a, const sched_engine *b)
+{
+	return str_eq(a->name, b->name) && str_eq(a->queued_requests_spec, b->queued_requests_spec) &&
+	       str_eq(a->running_requests_spec, b->running_requests_spec) &&
+	       str_eq(a->kv_usage_spec, b->kv_usage_spec) && str_eq(a->lora_spec, b->lora_spec) &&
+	       str_eq(a->cache_info_spec, b->cache_info_spec) &&
+	       str_eq(a->cache_block_size_label, b->cache_block_size_label) &&
+	       str_eq(a->cache_num_blocks_label, b->cache_num_blocks_label) &&
+	       str_eq(a->cache_block_size_spec, b->cache_block_size_spec) &&
+	       str_eq(a->cache_num_blocks_spec, b->cache_num_blocks_spec);
+}
+
+static bool extractor_eq(const sched_extractor *a, const sched_extractor *b)
+{
+	if (!str_eq(a->name, b->name) || !str_eq(a->engine_label_key, b->engine_label_key) ||
+	    !str_eq(a->default_engine, b->default_engine) || a->n_engines != b->n_engines)
+		return false;
+	for (size_t k = 0; k < a->n_engines; k++)
+		if (!engine_eq(&a->engines[k], &b->engines[k]))
+			return false;
+	return true;
+}
+
+static bool source_eq(const sched_metrics_source *a, const sched_metrics_source *b)
+{
+	if (!str_eq(a->name, b->name) || !str_eq(a->scheme, b->scheme) ||
+	    !str_eq(a->path, b->path) || a->insecure_skip_verify != b->insecure_skip_verify ||
+	    a->n_extractors != b->n_extractors)
+		return false;
+	for (size_t x = 0; x < a->n_extractors; x++)
+		if (!extractor_eq(a->extractors[x], b->extractors[x]))
+			return false;
+	return true;
+}
+
+int mx_scraper_rebind(mx_scraper *s, const sched_datalayer *dl)
+{
+	size_t n = dl ? dl->n_sources : 0;
+	if (s->legacy_src.name)
+		return n == 0 ? 0 : -ESTALE; /* built-in engines: nothing points at |dl| */
+	if (n != s->n_srcs)
+		return -ESTALE;
+	for (size_t k = 0; k < n; k++)
+		if (!source_eq(s->srcs[k].src, &dl->sources[k]))
+			return -ESTALE;
+	for (size_t k = 0; k < n; k++) {
+		src_state *ss = &s->srcs[k];
+		ss->src = &dl->sources[k];
+		/* add_source kept only the extractors with engines, in order. */
+		size_t j = 0;
+		for (size_t x = 0; x < ss->src->n_extractors; x++)
+			if (ss->src->extractors[x]->n_engines)
+				ss->exs[j++].ex = ss->src->extractors[x];
+	}
+	return 0;
+}
+
 void mx_scraper_free(mx_scraper *s)
 {
 	if (!s)

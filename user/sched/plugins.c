@@ -1213,6 +1213,7 @@ sched *sched_new(const sched_config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	atomic_init(&s->refs, 1);
 	arena_init(&s->mem, 16384);
 	sched_build b = {.s = s, .err = err, .errlen = errlen};
 	b.source = !cfg ? "<default-config>" : cfg->source && *cfg->source ? cfg->source
@@ -1237,6 +1238,17 @@ void sched_free(sched *s)
 	inflight_free(s->inflight);
 	arena_free(&s->mem);
 	free(s);
+}
+
+void sched_ref(const sched *s)
+{
+	atomic_fetch_add(&((sched *)s)->refs, 1);
+}
+
+void sched_unref(const sched *s)
+{
+	if (s && atomic_fetch_sub(&((sched *)s)->refs, 1) == 1)
+		sched_free((sched *)s);
 }
 
 const char *sched_profile_name(const sched *s)

@@ -111,6 +111,7 @@ typedef struct sched_profile {
 typedef struct inflight inflight;
 
 struct sched {
+	atomic_uint refs; /* sched_new's, plus one per snapshot that carries it */
 	arena mem;
 	const char *source;
 	sched_plugin **plugins;

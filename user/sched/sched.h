@@ -3,8 +3,10 @@
  * the body to forward (the model rewritten in place), or an error with the
  * exact status and text of spec §2.8.
  *
- * Threads: a sched is built once at start-up and is read-only afterwards, so
- * every worker uses the same one without locks. Per-request memory comes from
+ * Threads: a sched is built on the control thread (at start-up, and again
+ * when the config file changes) and reaches workers inside store snapshots,
+ * which hold a reference on it; its configuration is read-only, so every
+ * worker uses the same one without locks. Per-request memory comes from
  * the caller's arena; nothing is allocated with malloc on the request path.
  */
 #ifndef KEPP_SCHED_H
@@ -103,6 +105,10 @@ typedef struct sched_result {
  * "<file>:<line>: <reason>" in |err|. */
 sched *sched_new(const sched_config *cfg, char *err, size_t errlen);
 void sched_free(sched *s);
+/* Reference counting for a sched shared with snapshots: sched_new returns
+ * one reference; sched_unref of the last one frees it. */
+void sched_ref(const sched *s);
+void sched_unref(const sched *s);
 /* Name of the primary scheduling profile (for logs and error texts). */
 const char *sched_profile_name(const sched *s);
 

@@ -55,6 +55,8 @@ static int my_slot(void)
 
 static void snapshot_free(store_snapshot *snap)
 {
+	if (snap->sched_release)
+		snap->sched_release(snap->sched);
 	store_catalog_unref(snap->catalog);
 	arena_free(&snap->mem);
 	free(snap);
@@ -307,6 +309,13 @@ fail:
 	arena_free(&snap->mem);
 	free(snap);
 	return NULL;
+}
+
+void store_snapshot_attach_sched(store_snapshot *snap, const struct sched *s,
+				 void (*release)(const struct sched *s))
+{
+	snap->sched = s;
+	snap->sched_release = release;
 }
 
 const store_endpoint *store_endpoint_find(const store_snapshot *snap, const char *ip,

@@ -117,8 +117,15 @@ typedef struct store_catalog {
 	arena mem;                   /* owns every string and array above */
 } store_catalog;
 
+struct sched;
+
 typedef struct store_snapshot {
 	atomic_uint refs;
+	/* The scheduler in force when the snapshot was built (NULL in tests that
+	 * build snapshots alone); the snapshot holds a reference on it, so a
+	 * stream keeps the sched it decided with until it ends. */
+	const struct sched *sched;
+	void (*sched_release)(const struct sched *s);
 	uint64_t generation;
 	bool synced;                /* the pool has been read: health SERVING */
 	store_catalog *catalog;     /* never NULL */
@@ -152,6 +159,11 @@ void store_catalog_finish(store_catalog *c);
  * Returns NULL on allocation failure. */
 store_snapshot *store_snapshot_new(store_catalog *catalog, const store_endpoint *eps,
 				   uint32_t n_eps, bool synced);
+
+/* Attaches |s| (whose reference the snapshot takes over) and the function
+ * that drops it when the snapshot is freed. */
+void store_snapshot_attach_sched(store_snapshot *snap, const struct sched *s,
+				 void (*release)(const struct sched *s));
 
 /* Lookups on a snapshot's catalog. Lengths allow non-NUL-terminated keys. */
 const store_objective *store_objective_find(const store_catalog *c, const char *name,
