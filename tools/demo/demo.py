@@ -12,6 +12,7 @@ kepp saw and did (queue, KV use, picks, prefix-cache hits).
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -166,26 +167,67 @@ def metric(text, name, default=0.0):
     return default
 
 
-def pod_table(picks):
-    print("\n%-17s %6s %8s %6s %6s %14s" % ("pod", "picks", "running", "queue", "KV %",
-                                           "prefix hits"))
+def lora_adapters(text):
+    """Running adapters from vllm:lora_requests_info (the newest series)."""
+    best, names = -1.0, ""
+    for line in text.splitlines():
+        if not line.startswith("vllm:lora_requests_info{"):
+            continue
+        labels, value = line.rsplit(" ", 1)
+        m = re.search(r'running_lora_adapters="([^"]*)"', labels)
+        if m and float(value) > best:
+            best, names = float(value), m.group(1)
+    return names or "-"
+
+
+def pod_rows(picks):
+    rows = []
     for ip in POOL_IPS:
         with urllib.request.urlopen("http://%s:%d/metrics" % (ip, PORT), timeout=5) as r:
             t = r.read().decode()
         q, h = metric(t, "sim:prefix_cache_queries_total"), metric(t, "sim:prefix_cache_hits_total")
-        print("%-17s %6d %8d %6d %6.1f %13.0f%%" % (
+        rows.append("%-17s %6d %8d %6d %6.1f %12.0f%%  %s" % (
             "%s:%d" % (ip, PORT), picks["%s:%d" % (ip, PORT)],
             metric(t, "vllm:num_requests_running"), metric(t, "vllm:num_requests_waiting"),
-            100 * metric(t, "vllm:kv_cache_usage_perc"), 100 * h / q if q else 0))
+            100 * metric(t, "vllm:kv_cache_usage_perc"), 100 * h / q if q else 0,
+            lora_adapters(t)))
+    return rows
+
+
+TABLE_HEAD = "%-17s %6s %8s %6s %6s %13s  %s" % ("pod", "picks", "running", "queue", "KV %",
+                                                 "prefix hits", "LoRA adapters")
+
+
+def live_table(picks, done, started):
+    """Redraws the pod table every half second while the workload runs (in
+    place on a terminal, as snapshots every two seconds otherwise)."""
+    tty = sys.stdout.isatty()
+    drawn = 0
+    while True:
+        finished = done.wait(0.5 if tty else 2.0)
+        rows = pod_rows(picks)
+        head = "t=%4.1fs  %d requests answered" % (time.time() - started, sum(picks.values()))
+        if tty and drawn:
+            sys.stdout.write("\x1b[%dA" % drawn)
+        lines = [head, TABLE_HEAD] + rows
+        sys.stdout.write("".join("\x1b[2K" * tty + l + "\n" for l in lines))
+        if not tty:
+            sys.stdout.write("\n")
+        sys.stdout.flush()
+        drawn = len(lines)
+        if finished:
+            return
 
 
 def workload(channel, picks):
-    """Four users with long shared system prompts, 40 requests, 8 at a time:
-    kepp's prefix-cache scorer keeps each user's prompt on the pod that has it."""
+    """Four users with long shared system prompts, 160 requests, 8 at a time,
+    half of them to the LoRA-backed model "llama": kepp's prefix-cache scorer
+    keeps each user's prompt on the pod that has it, the LoRA scorer the
+    adapters where they are loaded."""
     systems = [("You are assistant %d. " % u) + ("Follow the house style guide. " * 120)
                for u in range(4)]
     jobs = queue.Queue()
-    for i in range(40):
+    for i in range(160):
         jobs.put((i % 4, i))
 
     def worker():
@@ -194,17 +236,23 @@ def workload(channel, picks):
                 u, i = jobs.get_nowait()
             except queue.Empty:
                 return
-            body = json.dumps({"model": "llama", "max_tokens": 24,
+            model = "llama" if u % 2 else "qwen"
+            body = json.dumps({"model": model, "max_tokens": 24,
                                "prompt": systems[u] + "Question %d?" % i}).encode()
             r = ask_kepp(channel, "POST", "/v1/completions", [], body)
             if r["status"] == 200:
                 picks[r["dest"]] += 1
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
+    done = threading.Event()
+    table = threading.Thread(target=live_table, args=(picks, done, time.time()))
+    table.start()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    done.set()
+    table.join()
 
 
 def main():
@@ -271,10 +319,9 @@ def main():
                                                           r["forwarded_model"], r["served_by"],
                                                           r["client_sees"]))
         print("\nA workload through kepp: 4 users with long shared system prompts, "
-              "40 requests, 8 at a time ...")
+              "160 requests, 8 at a time, half to LoRA adapters (live):\n")
         picks = collections.Counter()
         workload(channel, picks)
-        pod_table(picks)
     finally:
         channel.close()
         sim.send_signal(signal.SIGTERM)
