@@ -42,6 +42,9 @@ typedef struct flags {
 	const char *pool_name, *pool_namespace, *pool_group;
 	const char *kernel;
 	int64_t drain_timeout_ms;
+	int64_t handshake_timeout_ms;
+	int max_connections;
+	const char *tls_min_version;
 	int64_t refresh_metrics_ms;
 	int64_t max_message_bytes, max_body_bytes;
 	int workers;
@@ -65,6 +68,9 @@ static flags F = {
 	.pool_group = "inference.networking.k8s.io",
 	.kernel = "auto",
 	.drain_timeout_ms = 30000,
+	.handshake_timeout_ms = 10000,
+	.max_connections = 10000,
+	.tls_min_version = "1.2",
 	.refresh_metrics_ms = 50,
 	.max_message_bytes = 4 << 20,
 	.max_body_bytes = 64 << 20,
@@ -79,6 +85,9 @@ static const flagdef FLAGS[] = {
 	{"secure-serving", F_BOOL, &F.secure_serving, "TLS on the ext_proc port"},
 	{"cert-path", F_STR, &F.cert_path, "folder with tls.crt and tls.key (empty: self-signed)"},
 	{"enable-cert-reload", F_BOOL, &F.enable_cert_reload, "reload tls.crt/tls.key when they change"},
+	{"tls-min-version", F_STR, &F.tls_min_version, "lowest TLS version accepted: 1.2 or 1.3 (also VersionTLS12/VersionTLS13)"},
+	{"handshake-timeout", F_DURATION, &F.handshake_timeout_ms, "a new ext_proc connection must finish TLS and send the HTTP/2 preface within this time"},
+	{"max-connections", F_INT, &F.max_connections, "ext_proc connections held at once (all workers); more are closed at accept"},
 	{"health-checking", F_BOOL, &F.health_checking, "also serve gRPC health on the ext_proc port"},
 	{"endpoints", F_STR, &F.endpoints, "static pool endpoints: ip:port,ip:port (no Kubernetes)"},
 	{"manifests", F_STR, &F.manifests, "YAML file or folder of InferencePool/Model/Objective/ModelRewrite manifests (reloaded on change)"},
@@ -289,6 +298,9 @@ static int worker_init(app *A, worker *w, int id)
 		.tls = F.secure_serving ? A->tls : NULL,
 		.max_message_bytes = (size_t)F.max_message_bytes,
 		.max_concurrent_streams = 1000,
+		.handshake_timeout_ms = F.handshake_timeout_ms,
+		/* SO_REUSEPORT spreads connections evenly enough for a share. */
+		.max_connections = (uint32_t)((F.max_connections + A->n_workers - 1) / A->n_workers),
 		.methods = w->methods,
 		.n_methods = w->n_methods,
 		.name = "ext-proc",
@@ -553,6 +565,11 @@ static int app_setup(app *A, sched_config **cfg)
 			ulog(LOG_ERROR, "TLS setup failed", "error", err, NULL);
 			return -EINVAL;
 		}
+		if (xp_tls_set_min_version(A->tls, F.tls_min_version) < 0) {
+			ulog(LOG_ERROR, "invalid --tls-min-version (1.2, 1.3, VersionTLS12 or VersionTLS13)",
+			     "tls-min-version", F.tls_min_version, NULL);
+			return -EINVAL;
+		}
 	}
 	return 0;
 }
@@ -613,6 +630,11 @@ int main(int argc, char **argv)
 	if (!F.endpoints && !F.manifests) {
 		ulog(LOG_ERROR,
 		     "no pool: give --endpoints ip:port,... and/or --manifests PATH (the Kubernetes API client is not part of this build)",
+		     NULL);
+		return 2;
+	}
+	if (F.max_connections < 0 || F.handshake_timeout_ms <= 0) {
+		ulog(LOG_ERROR, "--max-connections must be >= 0 (0: no limit) and --handshake-timeout > 0",
 		     NULL);
 		return 2;
 	}

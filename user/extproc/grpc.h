@@ -78,6 +78,13 @@ typedef struct xp_server_opts {
 	size_t max_message_bytes; /* larger messages fail the stream with RESOURCE_EXHAUSTED;
 				   * 0: XP_DEFAULT_MAX_MESSAGE */
 	uint32_t max_concurrent_streams;
+	/* A new connection must finish its TLS handshake and send the HTTP/2
+	 * preface and SETTINGS within this time, else it is closed (a client that
+	 * connects and says nothing holds no fd for long). 0: 10 s. */
+	int64_t handshake_timeout_ms;
+	/* Connections this server holds at once; more are accepted and closed at
+	 * once (logged once a second). 0: no limit beyond the fd limit. */
+	uint32_t max_connections;
 	const xp_method *methods; /* not copied: must outlive the server */
 	size_t n_methods;
 	const char *name;         /* for logs, e.g. "ext-proc" or "health" */
@@ -99,6 +106,10 @@ void xp_server_free(xp_server *s);
  * or generates a self-signed RSA certificate (Organization "Inference Ext",
  * 10 years, serverAuth) when |cert_dir| is NULL or empty. */
 xp_tls *xp_tls_new(const char *cert_dir, char *err, size_t errlen);
+/* The lowest TLS version accepted from now on: "1.2" (the default) or "1.3",
+ * also in Kubernetes' spelling "VersionTLS12" / "VersionTLS13". Older
+ * versions are refused. Returns 0 or -EINVAL. */
+int xp_tls_set_min_version(xp_tls *t, const char *version);
 /* Reloads the files when they changed (called by the control thread, e.g.
  * every 250 ms with --enable-cert-reload); new connections use the new pair,
  * live ones keep theirs. Returns 1 when reloaded, 0 unchanged, <0 error

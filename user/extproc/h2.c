@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -96,6 +97,7 @@ struct xp_conn {
 	xp_stream *streams;
 	int in_h2;    /* depth of nghttp2 calls on the stack */
 	bool closing; /* free once the output has drained */
+	bool greeted; /* the client's first SETTINGS arrived: handshake timeout off */
 	char peer[64];
 };
 
@@ -106,6 +108,8 @@ struct xp_server {
 	char name[32];
 	int port;
 	xp_conn *conns;
+	uint32_t n_conns;
+	int64_t refused_log_s; /* last second a refused connection was logged */
 	atomic_size_t active;
 	bool draining;
 };
@@ -462,7 +466,14 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t 
 static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *f, void *user)
 {
 	xp_stream *st;
+	xp_conn *c = user;
 
+	if (!c->greeted && f->hd.type == NGHTTP2_SETTINGS) {
+		/* The connection is set up: from now on it may idle as long as
+		 * the client likes (Envoy keeps ext_proc connections open). */
+		c->greeted = true;
+		bufferevent_set_timeouts(c->bev, NULL, NULL);
+	}
 	switch (f->hd.type) {
 	case NGHTTP2_HEADERS:
 	case NGHTTP2_DATA:
@@ -592,6 +603,9 @@ static void conn_eventcb(struct bufferevent *bev, short events, void *arg)
 	xp_conn *c = arg;
 	if (events & BEV_EVENT_CONNECTED)
 		return; /* TLS handshake done; ALPN already refused non-h2 clients */
+	if (events & BEV_EVENT_TIMEOUT)
+		ulog(LOG_DEBUG, "connection closed: no HTTP/2 preface within the handshake timeout",
+		     "server", c->s->name, "peer", c->peer, NULL);
 	if (events & BEV_EVENT_ERROR) {
 		unsigned long e = c->s->o.tls ? bufferevent_get_openssl_error(bev) : 0;
 		const char *why = e ? ERR_reason_error_string(e)
@@ -625,6 +639,7 @@ static void conn_free(xp_conn *c)
 		s->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	s->n_conns--;
 	ulog(LOG_TRACE, "connection closed", "server", s->name, "peer", c->peer, NULL);
 	free(c);
 }
@@ -698,6 +713,19 @@ static void on_accept(struct evconnlistener *lis, evutil_socket_t fd, struct soc
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
+	if (s->o.max_connections && s->n_conns >= s->o.max_connections) {
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (now.tv_sec != s->refused_log_s) {
+			s->refused_log_s = now.tv_sec;
+			char peer[64];
+			peer_name(sa, peer, sizeof(peer));
+			ulog(LOG_WARN, "connection refused: --max-connections reached", "server",
+			     s->name, "peer", peer, NULL);
+		}
+		evutil_closesocket(fd);
+		return;
+	}
 	xp_conn *c = calloc(1, sizeof(*c));
 	if (!c) {
 		evutil_closesocket(fd);
@@ -732,6 +760,7 @@ static void on_accept(struct evconnlistener *lis, evutil_socket_t fd, struct soc
 	if (s->conns)
 		s->conns->prev = c;
 	s->conns = c;
+	s->n_conns++;
 	if (!c->flush_ev || conn_session(c) < 0) {
 		ulog(LOG_ERROR, "cannot set up a connection", "server", s->name, "peer", c->peer,
 		     NULL);
@@ -740,6 +769,9 @@ static void on_accept(struct evconnlistener *lis, evutil_socket_t fd, struct soc
 	}
 	ulog(LOG_TRACE, "connection accepted", "server", s->name, "peer", c->peer, NULL);
 	bufferevent_setcb(c->bev, conn_readcb, conn_writecb, conn_eventcb, c);
+	int64_t hs = s->o.handshake_timeout_ms > 0 ? s->o.handshake_timeout_ms : 10000;
+	struct timeval hs_tv = {hs / 1000, (hs % 1000) * 1000};
+	bufferevent_set_timeouts(c->bev, &hs_tv, NULL);
 	/* Resume writing when half the WOULDBLOCK threshold has drained. */
 	bufferevent_setwatermark(c->bev, EV_WRITE, OUT_WOULDBLOCK / 2, 0);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,7 @@
 struct xp_tls {
 	pthread_mutex_t mu;
 	SSL_CTX *cur; /* guarded by mu */
+	_Atomic int min_version; /* 0: the context's TLS 1.2 */
 	char *dir;    /* NULL: self-signed, nothing to reload */
 	/* The file contents last tried (loaded or refused), so a broken pair is
 	 * reported once per change rather than on every poll. */
@@ -371,7 +373,29 @@ SSL *xp_tls_ssl_new(xp_tls *t)
 	pthread_mutex_unlock(&t->mu);
 	SSL *ssl = SSL_new(ctx);
 	SSL_CTX_free(ctx);
+	int v = atomic_load(&t->min_version);
+	if (ssl && v && SSL_set_min_proto_version(ssl, v) != 1) {
+		SSL_free(ssl);
+		return NULL;
+	}
 	return ssl;
+}
+
+int xp_tls_set_min_version(xp_tls *t, const char *version)
+{
+	static const struct {
+		const char *name;
+		int v;
+	} names[] = {
+		{"1.2", TLS1_2_VERSION}, {"VersionTLS12", TLS1_2_VERSION},
+		{"1.3", TLS1_3_VERSION}, {"VersionTLS13", TLS1_3_VERSION},
+	};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcmp(version, names[i].name) == 0) {
+			atomic_store(&t->min_version, names[i].v);
+			return 0;
+		}
+	return -EINVAL;
 }
 
 void xp_tls_free(xp_tls *t)
