@@ -182,3 +182,62 @@ def test_thousand_silent_streams_bounded():
         print("# 1,000 silent streams: RSS +%d KiB" % grown)
         served(k)
 
+
+
+def read_frames_until_close(s, wait):
+    """Reads frames until the peer closes; returns the frame types seen."""
+    s.settimeout(wait)
+    seen, buf = [], b""
+    try:
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            buf += data
+            while len(buf) >= 9:
+                ln = int.from_bytes(buf[:3], "big")
+                if len(buf) < 9 + ln:
+                    break
+                seen.append(buf[3])
+                buf = buf[9 + ln:]
+    except (socket.timeout, ConnectionResetError):
+        pass
+    return seen
+
+
+def test_rst_stream_flood_is_cut_off():
+    """The HTTP/2 rapid-reset attack (CVE-2023-44487): a client opening and
+    resetting streams without end gets GOAWAY; others are served."""
+    with envoy.Kepp(workers=1) as k:
+        block = b"".join(_hpack_literal(a, b) for a, b in [
+            (":method", "POST"), (":scheme", "http"), (":path", PROCESS),
+            (":authority", "kepp"), ("content-type", "application/grpc")])
+        s = socket.create_connection(("127.0.0.1", k.grpc_port), timeout=10)
+        out = bytearray(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(0x4, 0, 0))
+        for i in range(20000):
+            out += _frame(0x1, 0x4, 2 * i + 1, block)
+            out += _frame(0x3, 0, 2 * i + 1, (8).to_bytes(4, "big"))  # RST_STREAM CANCEL
+        try:
+            s.sendall(bytes(out))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # cut off before the flood was all written
+        seen = read_frames_until_close(s, 10)
+        s.close()
+        check(0x7 in seen, "GOAWAY sent to the flooder (frames seen: %r)" % sorted(set(seen)))
+        served(k)
+
+
+def test_client_vanishing_mid_request():
+    """Clients that disappear after the headers, mid-body, or mid-frame:
+    kepp frees their streams and serves on (ASan runs check the freeing)."""
+    with envoy.Kepp(workers=1) as k:
+        before = rss_kib(k.proc.pid)
+        for _ in range(200):
+            s = open_silent_streams(k.grpc_port, 20)
+            # Half a gRPC message on stream 1, then half a frame header.
+            msg = b"\x00\x00\x00\x10\x00" + b"\x0a\x02"
+            s.sendall(_frame(0x0, 0, 1, msg) + b"\x00\x00")
+            s.close()
+        served(k)
+        grown = rss_kib(k.proc.pid) - before
+        check(grown < 8 * 1024, "RSS grew %d KiB after 4,000 abandoned streams" % grown)
