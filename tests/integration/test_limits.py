@@ -241,3 +241,33 @@ def test_client_vanishing_mid_request():
         served(k)
         grown = rss_kib(k.proc.pid) - before
         check(grown < 8 * 1024, "RSS grew %d KiB after 4,000 abandoned streams" % grown)
+
+
+def test_hundred_megabyte_body_refused_with_bounded_memory():
+    """A 100 MB prompt sent in Envoy-sized chunks: the 400 comes once the
+    body passes --max-body-bytes, kepp holds at most that much for it, and
+    frees it when the stream ends."""
+    limit = 8 << 20
+    with envoy.Kepp(workers=1, extra=["--max-body-bytes", str(limit)]) as k:
+        before = rss_kib(k.proc.pid)
+        s = k.stream()
+        chunk = b"x" * 62000
+        s.send(envoy.req_headers([(":path", "/v1/completions"), (":method", "POST")]))
+        s.send(envoy.req_body(b'{"model":"m","prompt":"', eos=False))
+        sent = 0
+        answer = None
+        while sent < 100 << 20 and answer is None:
+            for _ in range(64):
+                s.send(envoy.req_body(chunk, eos=False))
+            sent += 64 * len(chunk)
+            answer = s.recv(timeout=0.001)
+        if answer is None:
+            answer = s.recv(timeout=10)
+        peak = rss_kib(k.proc.pid) - before
+        s.close()
+        check(answer is not None, "no answer to an oversized body")
+        eq(envoy.immediate(answer), (400, "inference error: BadRequest - request body exceeds "
+                                          "%d bytes" % limit))
+        check(sent < 100 << 20, "refused before the whole 100 MB was sent (sent %d)" % sent)
+        check(peak < 3 * limit // 1024, "RSS grew %d KiB for an 8 MiB limit" % peak)
+        served(k)
