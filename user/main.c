@@ -19,9 +19,12 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "admin/admin.h"
 #include "extproc/extproc.h"
 #include "extproc/grpc.h"
 #include "extproc/health.h"
+#include "k8s/k8s.h"
+#include "kernel/kernel.h"
 #include "metrics/metrics.h"
 #include "sched/config.h"
 #include "sched/sched.h"
@@ -31,6 +34,9 @@
 #include "util/units.h"
 
 #define KEPP_VERSION "0.1.0"
+#ifndef KEPP_COMMIT
+#define KEPP_COMMIT "unknown" /* set with CFLAGS=-DKEPP_COMMIT=... */
+#endif
 
 /* ---- flags ------------------------------------------------------------- */
 
@@ -40,6 +46,9 @@ typedef struct flags {
 	const char *cert_path;
 	const char *endpoints, *manifests, *config_file, *config_text;
 	const char *pool_name, *pool_namespace, *pool_group;
+	const char *kubeconfig, *endpoint_selector, *endpoint_target_ports;
+	bool ha_leader_election;
+	int64_t ha_lease_ms, ha_renew_ms, ha_retry_ms, kube_idle_ms;
 	const char *kernel;
 	int64_t drain_timeout_ms;
 	int64_t handshake_timeout_ms;
@@ -51,7 +60,7 @@ typedef struct flags {
 	int v;
 } flags;
 
-enum ftype { F_INT, F_BOOL, F_STR, F_DURATION, F_BYTES };
+enum ftype { F_INT, F_BOOL, F_STR, F_DURATION, F_BYTES, F_LIST };
 
 typedef struct flagdef {
 	const char *name;
@@ -66,6 +75,10 @@ static flags F = {
 	.secure_serving = true,
 	.watch_config = true,
 	.pool_group = "inference.networking.k8s.io",
+	.ha_lease_ms = 15000,
+	.ha_renew_ms = 10000,
+	.ha_retry_ms = 2000,
+	.kube_idle_ms = 120000,
 	.kernel = "auto",
 	.drain_timeout_ms = 30000,
 	.handshake_timeout_ms = 10000,
@@ -78,6 +91,25 @@ static flags F = {
 };
 
 static const char *zap_encoder = "json";
+
+/* A repeatable flag: every value, in order. */
+typedef struct strlist {
+	const char *v[KERN_MAX_SERVICES];
+	int n;
+} strlist;
+
+/* Kernel fast path flags (user/kernel). */
+static struct {
+	strlist fastpath;
+	const char *bpffs, *cgroup;
+} KF = {.bpffs = "/sys/fs/bpf"};
+
+/* Observability flags (user/admin). */
+static struct {
+	int port;
+	bool debug_endpoints;
+	int64_t staleness_ms;
+} MF = {.port = 9090, .staleness_ms = 2000};
 
 static const flagdef FLAGS[] = {
 	{"grpc-port", F_INT, &F.grpc_port, "ext_proc gRPC port"},
@@ -97,7 +129,18 @@ static const flagdef FLAGS[] = {
 	{"pool-name", F_STR, &F.pool_name, "InferencePool name"},
 	{"pool-namespace", F_STR, &F.pool_namespace, "InferencePool namespace (default: $NAMESPACE, then \"default\")"},
 	{"pool-group", F_STR, &F.pool_group, "InferencePool API group"},
+	{"endpoint-selector", F_STR, &F.endpoint_selector, "standalone, no CRDs: the pool's pods by labels k=v,k2=v2 (instead of --pool-name)"},
+	{"endpoint-target-ports", F_STR, &F.endpoint_target_ports, "standalone: the pods' target ports, 8000,8001 (1 to 8)"},
+	{"kubeconfig", F_STR, &F.kubeconfig, "kubeconfig file (default: $KUBECONFIG, in-cluster, then ~/.kube/config)"},
+	{"kube-watch-idle-timeout", F_DURATION, &F.kube_idle_ms, "a Kubernetes watch silent this long is reopened (no event is lost)"},
+	{"ha-enable-leader-election", F_BOOL, &F.ha_leader_election, "Lease-based leader election: readiness only on the leader"},
+	{"ha-lease-duration", F_DURATION, &F.ha_lease_ms, "leader election: how long a Lease holds without renewal"},
+	{"ha-renew-deadline", F_DURATION, &F.ha_renew_ms, "leader election: the leader steps down when it cannot renew for this long"},
+	{"ha-retry-period", F_DURATION, &F.ha_retry_ms, "leader election: how often candidates try and the leader renews"},
 	{"kernel", F_STR, &F.kernel, "kernel fast path: off, auto or on"},
+	{"fastpath", F_LIST, &KF.fastpath, "fast-path service VIP:PORT=MODEL (repeatable)"},
+	{"bpffs", F_STR, &KF.bpffs, "bpffs mount point for kepp's pinned maps and links (mounted if absent)"},
+	{"cgroup", F_STR, &KF.cgroup, "cgroup v2 folder whose processes get the fast path (default: the cgroup2 root)"},
 	{"refresh-metrics-interval", F_DURATION, &F.refresh_metrics_ms, "how often every endpoint's /metrics is scraped"},
 	{"drain-timeout", F_DURATION, &F.drain_timeout_ms, "on SIGTERM, how long streams in flight may finish"},
 	{"max-message-bytes", F_BYTES, &F.max_message_bytes, "largest gRPC message accepted"},
@@ -105,6 +148,9 @@ static const flagdef FLAGS[] = {
 	{"workers", F_INT, &F.workers, "worker threads (0: one per core)"},
 	{"disable-endpoint-subset-filter", F_BOOL, &F.disable_subset, "ignore the gateway's endpoint subset hint"},
 	{"v", F_INT, &F.v, "log verbosity: 2 default, 3 verbose, 4 debug, 5 trace"},
+	{"metrics-port", F_INT, &MF.port, "HTTP port of /metrics, /healthz and /debug/ (0: off)"},
+	{"enable-debug-endpoints", F_BOOL, &MF.debug_endpoints, "serve /debug/pool and /debug/explain on the metrics port"},
+	{"metrics-staleness-threshold", F_DURATION, &MF.staleness_ms, "endpoints with metrics older than this are not ready in the inference_pool_* gauges"},
 	{"zap-encoder", F_STR, &zap_encoder, "log encoding (json only; accepted for compatibility)"},
 };
 #define NFLAGS (sizeof(FLAGS) / sizeof(FLAGS[0]))
@@ -146,6 +192,13 @@ static int set_flag(const flagdef *d, const char *val)
 		return units_duration_ms(val, d->dst);
 	case F_BYTES:
 		return units_quantity(val, d->dst);
+	case F_LIST: {
+		strlist *l = d->dst;
+		if (l->n >= (int)(sizeof(l->v) / sizeof(l->v[0])))
+			return -E2BIG;
+		l->v[l->n++] = val;
+		return 0;
+	}
 	}
 	return -EINVAL;
 }
@@ -236,6 +289,16 @@ typedef struct app {
 	uint32_t n_eps;
 	bool synced;
 	mx_scraper *mx;
+	/* The scraper's targets with pod labels (Kubernetes pools), copied so a
+	 * scraper rebuilt on a config reload gets them again; NULL for static
+	 * endpoints. */
+	mx_target *tgts;
+	arena tgt_mem;
+	k8s_client *kc;  /* the Kubernetes API, when used */
+	k8s_source *ks;  /* pool, objects and pods from it */
+	k8s_elector *ke; /* --ha-enable-leader-election */
+	kern *kern; /* NULL when the kernel fast path is off or did not load */
+	adm *adm;   /* metrics, /metrics and debug endpoints */
 	arena fill_mem;
 } app;
 
@@ -285,7 +348,10 @@ static int worker_init(app *A, worker *w, int id)
 		.max_body_bytes = (size_t)F.max_body_bytes,
 		.max_headers = 1024,
 		.disable_subset = F.disable_subset,
+		.obs = adm_worker_new(A->adm),
 	};
+	if (!eo.obs)
+		return -ENOMEM;
 	w->ep = xp_ep_new(A->store, &eo);
 	if (!w->ep)
 		return -ENOMEM;
@@ -345,27 +411,57 @@ static void republish(void *arg)
 	}
 	sched_ref(A->sched);
 	store_snapshot_attach_sched(snap, A->sched, sched_unref);
+	if (A->kern)
+		kern_publish(A->kern, snap);
 	store_publish(A->store, snap);
 }
 
-/* Makes catalog |c| the one in force with the static endpoints, parsed again
- * each time because bare IPs take the pool's target ports. On error the
+/* Makes catalog |c| and the endpoints |eps| (malloc'd; taken, freed on
+ * error) the state in force and publishes it. |t| gives the scraper the
+ * pods' labels (NULL: each endpoint scraped on its own port). On error the
  * previous state stays in force. */
-static int publish(app *A, store_catalog *c)
+static const char *tgt_str(app *A, const char *s)
 {
-	char err[512];
-	store_endpoint *eps = NULL, *fill = NULL;
-	uint32_t n = 0;
-	if (F.endpoints && store_endpoints_parse(F.endpoints, c->has_pool ? &c->pool : NULL, &eps,
-						 &n, err, sizeof(err)) < 0) {
-		ulog(LOG_ERROR, "invalid --endpoints", "error", err, NULL);
-		return -EINVAL;
+	return s ? arena_strdup(&A->tgt_mem, s) : NULL;
+}
+
+/* Deep-copies |t| into A->tgts (NULL when |t| is); on allocation failure
+ * the endpoints are scraped without labels after a config reload. */
+static void keep_targets(app *A, const mx_target *t, uint32_t n)
+{
+	arena_reset(&A->tgt_mem);
+	A->tgts = NULL;
+	if (!t || !n)
+		return;
+	mx_target *c = arena_calloc(&A->tgt_mem, n * sizeof(*c));
+	for (uint32_t i = 0; c && i < n; i++) {
+		c[i] = t[i];
+		c[i].addr = tgt_str(A, t[i].addr);
+		c[i].ip = tgt_str(A, t[i].ip);
+		const char **k = arena_calloc(&A->tgt_mem, (t[i].n_labels + 1) * sizeof(*k));
+		const char **v = arena_calloc(&A->tgt_mem, (t[i].n_labels + 1) * sizeof(*v));
+		if (!c[i].addr || !c[i].ip || !k || !v)
+			return;
+		for (uint32_t j = 0; j < t[i].n_labels; j++)
+			if (!(k[j] = tgt_str(A, t[i].label_keys[j])) ||
+			    !(v[j] = tgt_str(A, t[i].label_values[j])))
+				return;
+		c[i].label_keys = k;
+		c[i].label_values = v;
 	}
+	A->tgts = c;
+}
+
+static int install(app *A, store_catalog *c, store_endpoint *eps, uint32_t n, const mx_target *t,
+		   bool synced)
+{
+	store_endpoint *fill = NULL;
 	if (n && !(fill = calloc(n, sizeof(*fill)))) {
 		free(eps);
 		return -ENOMEM;
 	}
-	if (A->mx && mx_scraper_set_endpoints(A->mx, eps, n) < 0) {
+	if (A->mx && (t ? mx_scraper_set_targets(A->mx, t, n)
+			: mx_scraper_set_endpoints(A->mx, eps, n)) < 0) {
 		free(eps);
 		free(fill);
 		return -ENOMEM;
@@ -375,15 +471,130 @@ static int publish(app *A, store_catalog *c)
 	A->eps = eps;
 	A->eps_fill = fill;
 	A->n_eps = n;
+	keep_targets(A, t, n);
 	store_catalog_ref(c);
 	if (A->catalog)
 		store_catalog_unref(A->catalog);
 	A->catalog = c;
+	A->synced = synced;
+	republish(A);
+	return 0;
+}
+
+/* Makes catalog |c| the one in force with the static endpoints, parsed again
+ * each time because bare IPs take the pool's target ports. On error the
+ * previous state stays in force. */
+static int publish(app *A, store_catalog *c)
+{
+	char err[512];
+	store_endpoint *eps = NULL;
+	uint32_t n = 0;
+	if (F.endpoints && store_endpoints_parse(F.endpoints, c->has_pool ? &c->pool : NULL, &eps,
+						 &n, err, sizeof(err)) < 0) {
+		ulog(LOG_ERROR, "invalid --endpoints", "error", err, NULL);
+		return -EINVAL;
+	}
 	/* Health turns SERVING once the pool is known: read from the manifests;
 	 * or given by --endpoints alone when no manifests are read, or when they
-	 * name no pool to wait for. */
-	A->synced = c->has_pool || !F.manifests || (!F.pool_name && F.endpoints);
-	republish(A);
+	 * name no pool to wait for. With neither, the Kubernetes source says. */
+	return install(A, c, eps, n, NULL,
+		       c->has_pool || (F.endpoints && (!F.manifests || !F.pool_name)));
+}
+
+/* The pool, its objects and its pods as the Kubernetes source sees them. */
+static void k8s_update(void *arg, const k8s_view *v)
+{
+	app *A = arg;
+	store_endpoint *eps = v->n ? malloc(v->n * sizeof(*eps)) : NULL;
+	mx_target *t = v->n ? calloc(v->n, sizeof(*t)) : NULL;
+	for (uint32_t i = 0; eps && t && i < v->n; i++) {
+		eps[i] = v->eps[i];
+		t[i] = (mx_target){
+			.addr = v->eps[i].addr,
+			.ip = v->eps[i].ip,
+			.port = v->eps[i].port,
+			.label_keys = v->labels[i].keys,
+			.label_values = v->labels[i].values,
+			.n_labels = v->labels[i].n,
+		};
+	}
+	if ((v->n && (!eps || !t)) || install(A, v->catalog, eps, v->n, t, v->synced) < 0) {
+		if (!t)
+			free(eps);
+		/* The strings of the endpoints in force go with this delivery. */
+		ulog(LOG_ERROR, "out of memory taking the pool's endpoints; serving none", NULL);
+		A->n_eps = 0;
+		republish(A);
+	}
+	free(t);
+}
+
+static void k8s_leader(void *arg, bool leader)
+{
+	app *A = arg;
+	atomic_store(&A->health.leader, leader);
+}
+
+/* The Kubernetes API client: the pool source unless --endpoints or
+ * --manifests give the pool, and the leader elector when asked for. */
+static int k8s_start(app *A)
+{
+	char err[1024];
+	bool source = !F.endpoints && !F.manifests;
+	A->health.leader_election = F.ha_leader_election;
+	if (!source && !F.ha_leader_election)
+		return 0;
+	k8s_config kc;
+	if (k8s_config_load(F.kubeconfig, &kc, err, sizeof(err)) < 0) {
+		ulog(LOG_ERROR, "no Kubernetes API access", "error", err, NULL);
+		return -EINVAL;
+	}
+	ulog(LOG_DEFAULT, "Kubernetes API", "server", kc.server, "config", kc.source, NULL);
+	A->kc = k8s_client_new(A->base, &kc, err, sizeof(err));
+	k8s_config_free(&kc);
+	if (!A->kc) {
+		ulog(LOG_ERROR, "cannot start the Kubernetes API client", "error", err, NULL);
+		return -EINVAL;
+	}
+	if (source) {
+		k8s_source_opts so = {
+			.pool_name = F.pool_name && *F.pool_name ? F.pool_name : NULL,
+			.pool_namespace = F.pool_namespace,
+			.pool_group = F.pool_group,
+			.endpoint_selector = F.endpoint_selector,
+			.endpoint_target_ports = F.endpoint_target_ports,
+			.idle_ms = F.kube_idle_ms,
+			.on_update = k8s_update,
+			.ctx = A,
+		};
+		A->ks = k8s_source_new(A->base, A->kc, &so, err, sizeof(err));
+		if (!A->ks) {
+			ulog(LOG_ERROR, "cannot read the pool from the Kubernetes API", "error",
+			     err, NULL);
+			return -EINVAL;
+		}
+	}
+	if (F.ha_leader_election) {
+		char name[320];
+		const char *pool = F.pool_name && *F.pool_name ? F.pool_name : "standalone";
+		if (k8s_lease_name(name, sizeof(name), F.pool_namespace, pool) < 0) {
+			ulog(LOG_ERROR, "the leader election Lease name is over 253 characters",
+			     NULL);
+			return -EINVAL;
+		}
+		k8s_elector_opts eo = {
+			.namespace_ = F.pool_namespace,
+			.name = name,
+			.lease_ms = F.ha_lease_ms,
+			.renew_deadline_ms = F.ha_renew_ms,
+			.retry_ms = F.ha_retry_ms,
+			.on_change = k8s_leader,
+			.ctx = A,
+		};
+		A->ke = k8s_elector_new(A->base, A->kc, &eo);
+		if (!A->ke)
+			return -ENOMEM;
+	}
 	return 0;
 }
 
@@ -439,7 +650,8 @@ static void config_tick(evutil_socket_t fd, short what, void *arg)
 	}
 	if (mx_scraper_rebind(A->mx, sched_data_layer(s)) < 0) {
 		mx_scraper *mx = scraper_new(A, s, err, sizeof(err));
-		if (!mx || mx_scraper_set_endpoints(mx, A->eps, A->n_eps) < 0) {
+		if (!mx || (A->tgts ? mx_scraper_set_targets(mx, A->tgts, A->n_eps)
+				    : mx_scraper_set_endpoints(mx, A->eps, A->n_eps)) < 0) {
 			ulog(LOG_ERROR, "cannot apply the new config's data layer; keeping the previous config",
 			     "error", mx ? "out of memory" : err, NULL);
 			mx_scraper_free(mx);
@@ -494,22 +706,131 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	event_add(A->exit_tick, &tv);
 }
 
+static kern_service kern_svcs[KERN_MAX_SERVICES];
+
+/* Validates --kernel and the --fastpath services before anything starts. */
 static int kernel_mode_check(void)
 {
+	if (strcmp(F.kernel, "off") && strcmp(F.kernel, "auto") && strcmp(F.kernel, "on")) {
+		ulog(LOG_ERROR, "invalid --kernel value (off, auto or on)", "kernel", F.kernel, NULL);
+		return -EINVAL;
+	}
+	for (int i = 0; i < KF.fastpath.n; i++) {
+		char err[512];
+		if (kern_service_parse(KF.fastpath.v[i], &kern_svcs[i], err, sizeof(err)) < 0) {
+			ulog(LOG_ERROR, "invalid --fastpath", "error", err, NULL);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* Loads the kernel fast path once the store and scheduler exist: with
+ * --kernel=auto a failure is one log line and kepp serves ext_proc only;
+ * with --kernel=on it is fatal. */
+static int kernel_start(app *A)
+{
+	bool on = !strcmp(F.kernel, "on");
 	if (!strcmp(F.kernel, "off"))
 		return 0;
-	if (!strcmp(F.kernel, "auto")) {
-		ulog(LOG_DEFAULT, "kernel fast path is not part of this build; serving ext_proc only",
-		     "kernel", "auto", NULL);
+	if (KF.fastpath.n == 0) {
+		if (on) {
+			ulog(LOG_ERROR, "--kernel=on needs at least one --fastpath VIP:PORT=MODEL", NULL);
+			return -EINVAL;
+		}
+		ulog(LOG_DEFAULT, "kernel fast path not loaded: no --fastpath services; serving ext_proc only",
+		     "kernel", F.kernel, NULL);
 		return 0;
 	}
-	if (!strcmp(F.kernel, "on")) {
-		ulog(LOG_ERROR, "--kernel=on: the kernel fast path is not part of this build; use --kernel=auto or off",
-		     NULL);
-		return -ENOTSUP;
+	/* A table is stale after ten missed publishes (at least a second):
+	 * kepp is gone or stuck, and connections should take the fallback. */
+	int64_t max_age = F.refresh_metrics_ms * 10 > 1000 ? F.refresh_metrics_ms * 10 : 1000;
+	kern_opts ko = {
+		.bpffs = KF.bpffs,
+		.cgroup = KF.cgroup,
+		.services = kern_svcs,
+		.n_services = (size_t)KF.fastpath.n,
+		.max_age_ms = max_age,
+		.base = A->base,
+		.store = A->store,
+		.sched = A->sched,
+	};
+	char err[512];
+	A->kern = kern_open(&ko, err, sizeof(err));
+	if (!A->kern) {
+		if (on) {
+			ulog(LOG_ERROR, "--kernel=on: cannot load the kernel fast path", "error", err,
+			     NULL);
+			return -ENOTSUP;
+		}
+		ulog(LOG_DEFAULT, "kernel fast path not loaded; serving ext_proc only", "kernel",
+		     "auto", "reason", err, NULL);
+		return 0;
 	}
-	ulog(LOG_ERROR, "invalid --kernel value (off, auto or on)", "kernel", F.kernel, NULL);
-	return -EINVAL;
+	const store_snapshot *snap = store_acquire(A->store);
+	kern_publish(A->kern, snap);
+	store_release(snap);
+	return 0;
+}
+
+/* The kernel's counters on every scrape of /metrics. */
+static void kern_collect(void *ctx, adm_out *o)
+{
+	static kern_counters c; /* large; the control thread is the only caller */
+	if (kern_stats(ctx, &c) < 0)
+		return;
+	const char *n = "kepp_kernel_connects_total";
+	adm_out_family(o, n, "counter",
+		       "connect() calls to fast-path services: steered (picked), or declined by reason.");
+	adm_out_sample(o, n, (double)c.all_shed, "result", "all_shed", NULL);
+	adm_out_sample(o, n, (double)c.empty, "result", "empty", NULL);
+	adm_out_sample(o, n, (double)c.no_service, "result", "no_service", NULL);
+	adm_out_sample(o, n, (double)c.picked, "result", "picked", NULL);
+	adm_out_sample(o, n, (double)c.stale, "result", "stale", NULL);
+	static const struct {
+		const char *name, *type, *help;
+	} fams[] = {
+		{"kepp_kernel_backend_closes_total", "counter", "Steered connections closed."},
+		{"kepp_kernel_backend_connects_total", "counter", "Steered connections established."},
+		{"kepp_kernel_backend_in_flight_connections", "gauge", "Steered connections open."},
+		{"kepp_kernel_backend_srtt_seconds", "gauge", "Smoothed TCP RTT of steered connections."},
+	};
+	for (size_t f = 0; f < sizeof(fams) / sizeof(fams[0]); f++) {
+		adm_out_family(o, fams[f].name, fams[f].type, fams[f].help);
+		for (size_t i = 0; i < c.n_backends && i < KERN_STATS_MAX_BACKENDS; i++) {
+			const kern_backend_stats *b = &c.backends[i];
+			double v[] = {(double)b->closes, (double)b->connects, (double)b->inflight,
+				      b->srtt_us / 1e6};
+			adm_out_sample(o, fams[f].name, v[f], "endpoint", b->addr, NULL);
+		}
+	}
+}
+
+/* Metrics tables, /metrics and the debug endpoints. A port that cannot be
+ * bound is logged and kepp serves on without them: observability must not
+ * take the picker down. */
+static int adm_start(app *A)
+{
+	adm_opts ao = {
+		.debug_endpoints = MF.debug_endpoints,
+		.staleness_ms = MF.staleness_ms,
+		.store = A->store,
+		.pool_name = F.pool_name,
+		.pool_namespace = F.pool_namespace,
+		.version = "v" KEPP_VERSION,
+		.commit = KEPP_COMMIT,
+		.scraper = &A->mx,
+	};
+	A->adm = adm_new(&ao);
+	if (!A->adm)
+		return -ENOMEM;
+	if (A->kern && adm_register_collector(A->adm, kern_collect, A->kern) < 0)
+		return -ENOMEM;
+	char err[256];
+	if (MF.port > 0 && adm_listen(A->adm, A->base, MF.port, err, sizeof(err)) < 0)
+		ulog(LOG_ERROR, "metrics server not started: serving without /metrics", "error",
+		     err, NULL);
+	return 0;
 }
 
 /* Everything before the servers start: config, scheduler, store, TLS.
@@ -535,6 +856,7 @@ static int app_setup(app *A, sched_config **cfg)
 	if (!A->base)
 		return -ENOMEM;
 	arena_init(&A->fill_mem, 16384);
+	arena_init(&A->tgt_mem, 4096);
 	A->mx = scraper_new(A, A->sched, err, sizeof(err));
 	if (!A->mx) {
 		ulog(LOG_ERROR, "cannot start the metrics scraper", "error", err, NULL);
@@ -577,6 +899,10 @@ static int app_setup(app *A, sched_config **cfg)
 /* Frees whatever app_setup and main created; safe on a partial start. */
 static void app_free(app *A, sched_config *cfg)
 {
+	k8s_elector_free(A->ke); /* releases the Lease when held */
+	k8s_source_free(A->ks);
+	k8s_client_free(A->kc);
+	kern_close(A->kern);
 	for (int i = 0; A->workers && i < A->n_workers; i++) {
 		worker *w = &A->workers[i];
 		if (w->drain_tick)
@@ -590,11 +916,13 @@ static void app_free(app *A, sched_config *cfg)
 			event_base_free(w->base);
 	}
 	free(A->workers);
+	adm_free(A->adm);
 	if (A->health_server)
 		xp_server_free(A->health_server);
 	if (A->mx)
 		mx_scraper_free(A->mx);
 	arena_free(&A->fill_mem);
+	arena_free(&A->tgt_mem);
 	free(A->eps);
 	free(A->eps_fill);
 	if (A->catalog)
@@ -627,9 +955,24 @@ int main(int argc, char **argv)
 		ulog(LOG_ERROR, "--config-file and --config-text are mutually exclusive", NULL);
 		return 2;
 	}
-	if (!F.endpoints && !F.manifests) {
+	bool by_name = F.pool_name && *F.pool_name;
+	bool by_labels = F.endpoint_selector && *F.endpoint_selector;
+	if (!F.endpoints && !F.manifests && !by_name && !by_labels) {
 		ulog(LOG_ERROR,
-		     "no pool: give --endpoints ip:port,... and/or --manifests PATH (the Kubernetes API client is not part of this build)",
+		     "no pool: give --pool-name (the InferencePool from the Kubernetes API), --endpoint-selector with --endpoint-target-ports (pods from the Kubernetes API, no CRDs), or --endpoints ip:port,... and/or --manifests PATH (no Kubernetes)",
+		     NULL);
+		return 2;
+	}
+	if (by_labels && (by_name || F.endpoints || F.manifests)) {
+		ulog(LOG_ERROR,
+		     "--endpoint-selector excludes --pool-name, --endpoints and --manifests", NULL);
+		return 2;
+	}
+	if (F.ha_lease_ms <= F.ha_renew_ms || F.ha_renew_ms <= F.ha_retry_ms ||
+	    F.ha_retry_ms <= 0) {
+		ulog(LOG_ERROR,
+		     "leader election needs --ha-lease-duration > --ha-renew-deadline > "
+		     "--ha-retry-period > 0",
 		     NULL);
 		return 2;
 	}
@@ -650,6 +993,10 @@ int main(int argc, char **argv)
 	static app A;
 	sched_config *cfg = NULL;
 	int rc = app_setup(&A, &cfg);
+	if (rc == 0)
+		rc = kernel_start(&A);
+	if (rc == 0)
+		rc = k8s_start(&A);
 	if (rc < 0) {
 		app_free(&A, cfg);
 		return 2;
@@ -668,6 +1015,11 @@ int main(int argc, char **argv)
 	A.health_server = xp_server_new(A.base, &ho, err, sizeof(err));
 	if (!A.health_server) {
 		ulog(LOG_ERROR, "cannot start the gRPC health server", "error", err, NULL);
+		app_free(&A, cfg);
+		return 1;
+	}
+
+	if (adm_start(&A) < 0) {
 		app_free(&A, cfg);
 		return 1;
 	}

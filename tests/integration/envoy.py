@@ -88,6 +88,7 @@ class Kepp:
         self.tmp = tempfile.mkdtemp(prefix="kepp-it-")
         self.grpc_port = free_port()
         self.health_port = free_port()
+        self.metrics_port = free_port()
         self.tls = tls
         self.stop_timeout = stop_timeout
         self.proc = None
@@ -95,6 +96,7 @@ class Kepp:
         args = [os.path.join(BUILD_DIR, "kepp"),
                 "--grpc-port", str(self.grpc_port),
                 "--grpc-health-port", str(self.health_port),
+                "--metrics-port", str(self.metrics_port),
                 "--secure-serving=%s" % ("true" if tls else "false"),
                 "--kernel=off",
                 "--pool-name", pool_name,

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "envoy/service/ext_proc/v3/external_processor.pb-c.h"
 #include "util/log.h"
@@ -95,6 +96,7 @@ typedef struct ep_stream {
 	bool scheduled;          /* sched_decide ran: sched_request_done is owed */
 	const store_snapshot *snap; /* held from the decision until the stream ends */
 	sched_usage usage;
+	adm_req m;               /* metrics of this stream (user/admin) */
 } ep_stream;
 
 static void *pb_alloc(void *ctx, size_t n) { return arena_alloc(ctx, n); }
@@ -293,8 +295,9 @@ static CommonResponse *new_common(arena *a)
 	return ANEW(a, CommonResponse, ENVOY__SERVICE__EXT_PROC__V3__COMMON_RESPONSE__INIT);
 }
 
-/* One ImmediateResponse ends processing; the gRPC stream then closes OK (spec §2.8). */
-static void send_immediate(ep_stream *s, enum sched_err err, const char *text)
+/* One ImmediateResponse ends processing; the gRPC stream then closes OK (spec §2.8).
+ * Decisions log their own line (adm_log_decision); other errors log here. */
+static void send_immediate_quiet(ep_stream *s, enum sched_err err, const char *text)
 {
 	arena *a = &s->ep->scratch;
 	ImmediateResponse *ir =
@@ -309,7 +312,13 @@ static void send_immediate(ep_stream *s, enum sched_err err, const char *text)
 	r->immediate_response = ir;
 	send_resp(s, r);
 	s->failed = true;
+	adm_request_failed(&s->m, sched_err_name(err));
 	xp_stream_finish(s->st, XP_GRPC_OK, NULL);
+}
+
+static void send_immediate(ep_stream *s, enum sched_err err, const char *text)
+{
+	send_immediate_quiet(s, err, text);
 	ulog(LOG_DEBUG, "request rejected", "status", sched_err_name(err), "body", text, NULL);
 }
 
@@ -531,21 +540,34 @@ static void decide_and_answer(ep_stream *s, bool trailers_follow)
 	}
 	rq.header = header_cb;
 	rq.header_ctx = &s->req_h;
+	/* Plugin timings for the metrics; the score table only for the debug
+	 * line (it costs arena memory per request). */
+	bool debug = log_enabled(LOG_DEBUG);
+	sched_trace tr;
+	if (ep->o.obs || debug) {
+		tr.want_table = debug;
+		rq.trace = &tr;
+	}
 
 	/* The snapshot (and the sched it carries) stays held until the stream
 	 * ends: sched_request_done needs the same sched. */
 	s->snap = snap;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	sched_decide(snap->sched, snap, &rq, &s->mem, &s->res);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
 	s->scheduled = true;
+	adm_request_decided(ep->o.obs, &s->m, snap, &rq, &s->res,
+			    (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000LL +
+				    (t1.tv_nsec - t0.tv_nsec));
+	if (debug)
+		adm_log_decision(&rq, &s->res);
 	if (s->res.err != SCHED_OK) {
-		send_immediate(s, s->res.err, s->res.error);
+		send_immediate_quiet(s, s->res.err, s->res.error);
 		return;
 	}
 	s->decided = true;
 	s->req_decided = true;
-	if (log_enabled(LOG_DEBUG))
-		ulog(LOG_DEBUG, "request scheduled", "x-request-id",
-		     rq.request_id.p ? rq.request_id.p : "", "targets", s->res.targets, NULL);
 
 	arena *a = &ep->scratch;
 	char clen[24];
@@ -603,6 +625,7 @@ static void on_request_headers(ep_stream *s, const HttpHeaders *hh)
 	const HeaderMap *hm = hh ? hh->headers : NULL;
 	bool eos = hh && hh->end_of_stream;
 	arena *a = &ep->scratch;
+	adm_request_received(&s->m);
 
 	if (eos) {
 		/* No body (e.g. GET): a random endpoint at once (spec §2.7 step 1). */
@@ -617,6 +640,7 @@ static void on_request_headers(ep_stream *s, const HttpHeaders *hh)
 			send_immediate(s, s->res.err, s->res.error);
 			return;
 		}
+		adm_request_decided(ep->o.obs, &s->m, s->snap, NULL, &s->res, 0);
 		s->decided = true;
 		s->req_decided = true;
 		s->req_body_eos = true;
@@ -730,6 +754,8 @@ static void on_response_headers(ep_stream *s, const HttpHeaders *hh)
 		header_value(h, &v, &vl);
 		if (strcmp(h->key, "content-type") == 0 && memmem(v, vl, "text/event-stream", 17))
 			s->resp_streaming = true;
+		if (!strcmp(h->key, ":status") || !strcmp(h->key, "status"))
+			adm_response_status(&s->m, v, vl);
 		if (!system_owned(h->key))
 			set_add(a, &sl, h->key, v, vl);
 	}
@@ -784,12 +810,19 @@ static void answer_buffered_response(ep_stream *s, const char *p, size_t len)
 	send_resp(s, r);
 }
 
+/* The response is complete (once per stream): latency, size and tokens. */
+static void response_done(ep_stream *s)
+{
+	adm_response_done(s->ep->o.obs, &s->m, &s->res, &s->usage);
+}
+
 static void finish_response_body(ep_stream *s, bool eos)
 {
 	const char *p = s->resp_body.p ? s->resp_body.p : "";
 	size_t len = s->resp_body.len;
 	if (!s->res.raw_payload)
 		sched_usage_parse_json(p, len, &s->usage);
+	response_done(s);
 	if (s->resp_buffered) {
 		answer_buffered_response(s, p, len);
 	} else {
@@ -806,14 +839,17 @@ static void on_response_body(ep_stream *s, const HttpBody *b)
 	const char *p = b && b->body.len ? (const char *)b->body.data : "";
 	size_t len = b ? b->body.len : 0;
 	bool eos = b && b->end_of_stream;
+	adm_response_bytes(&s->m, len);
 	if (s->resp_streaming && !s->resp_buffered) {
 		/* SSE: every chunk answered at once (spec §2.9). */
 		if (!s->res.raw_payload)
 			sched_usage_parse_sse(p, len, &s->usage);
 		sched_str out = rewrite_back(s, p, len);
 		send_body_chunks(s, false, out.p, out.len, eos, NULL);
-		if (eos)
+		if (eos) {
 			s->resp_body_eos = true;
+			response_done(s);
+		}
 		return;
 	}
 	if (len && buf_append(&s->resp_body, p, len, s->ep->o.max_body_bytes) < 0) {
@@ -825,8 +861,10 @@ static void on_response_body(ep_stream *s, const HttpBody *b)
 		buf_free(&s->resp_body);
 		s->resp_streaming = true;
 		send_body_chunks(s, false, p, len, eos, NULL);
-		if (eos)
+		if (eos) {
 			s->resp_body_eos = true;
+			response_done(s);
+		}
 		return;
 	}
 	if (eos || s->resp_buffered) {
@@ -844,6 +882,7 @@ static void on_response_trailers(ep_stream *s)
 		if (!s->resp_streaming || s->resp_body.len)
 			finish_response_body(s, false);
 	}
+	response_done(s);
 	send_trailers_resp(s, false);
 }
 
@@ -857,6 +896,7 @@ static void *ep_open(xp_stream *st, void *method_ctx)
 	s->ep = method_ctx;
 	s->st = st;
 	arena_init(&s->mem, 4096);
+	adm_stream_open(s->ep->o.obs, &s->m);
 	return s;
 }
 
@@ -918,6 +958,7 @@ static void ep_close(xp_stream *st, void *ctx, bool cancelled)
 	ep_stream *s = ctx;
 	if (cancelled)
 		ulog(LOG_DEBUG, "ext_proc stream cancelled", NULL);
+	adm_stream_close(s->ep->o.obs, &s->m, &s->res);
 	if (s->scheduled)
 		sched_request_done(s->snap->sched, &s->res);
 	if (s->snap)

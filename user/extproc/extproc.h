@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "admin/admin.h"
 #include "extproc/grpc.h"
 #include "sched/sched.h"
 #include "store/store.h"
@@ -24,6 +25,7 @@ typedef struct xp_ep_opts {
 	size_t max_body_bytes;  /* request or buffered response body limit */
 	size_t max_headers;     /* header count limit per header map */
 	bool disable_subset;    /* --disable-endpoint-subset-filter */
+	adm_worker *obs;        /* this worker's metric tables; NULL: no metrics */
 } xp_ep_opts;
 
 typedef struct xp_ep xp_ep;

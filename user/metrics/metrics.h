@@ -104,4 +104,13 @@ typedef struct mx_scraper_stats {
 	uint32_t in_flight;
 } mx_scraper_stats;
 void mx_scraper_stats_get(const mx_scraper *s, mx_scraper_stats *out);
+
+/* Per endpoint, for /metrics and /debug/pool: counts since the endpoint
+ * became a scrape target. */
+typedef struct mx_endpoint_stats {
+	uint64_t ok, failed;
+	bool failing; /* the last scrape failed */
+} mx_endpoint_stats;
+/* Returns 0, or -ENOENT when |addr| is not scraped. */
+int mx_scraper_endpoint_stats(const mx_scraper *s, const char *addr, mx_endpoint_stats *out);
 #endif

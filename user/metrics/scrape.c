@@ -47,6 +47,7 @@ typedef struct slot {
 	arena mem[2];
 	int cur;
 	bool failing; /* last scrape failed: logged once per change */
+	uint64_t n_ok, n_failed;
 	job *jobs;    /* one per source */
 	struct mx_scraper *s;
 } slot;
@@ -203,6 +204,7 @@ static void copy_metrics(store_metrics *dst, const store_metrics *src, arena *a)
 static void scrape_failed(slot *sl, const char *url, const char *why)
 {
 	sl->s->st.failed++;
+	sl->n_failed++;
 	if (!sl->failing)
 		ulog(LOG_WARN, "metrics scrape failed", "endpoint", sl->addr, "url", url, "error",
 		     why, NULL);
@@ -249,6 +251,7 @@ static void finish(job *j, CURLcode res)
 		total += rc;
 	}
 	s->st.ok++;
+	sl->n_ok++;
 	if (sl->failing)
 		ulog(LOG_DEFAULT, "metrics scrape recovered", "endpoint", sl->addr, NULL);
 	sl->failing = false;
@@ -538,6 +541,16 @@ void mx_scraper_fill(const mx_scraper *s, store_endpoint *eps, uint32_t n, arena
 void mx_scraper_stats_get(const mx_scraper *s, mx_scraper_stats *out)
 {
 	*out = s->st;
+}
+
+int mx_scraper_endpoint_stats(const mx_scraper *s, const char *addr, mx_endpoint_stats *out)
+{
+	long idx = find_idx(s, addr);
+	if (idx < 0)
+		return -ENOENT;
+	const slot *sl = s->slots[idx];
+	*out = (mx_endpoint_stats){sl->n_ok, sl->n_failed, sl->failing};
+	return 0;
 }
 
 static int add_source(mx_scraper *s, src_state *ss, const sched_metrics_source *src, char *err,

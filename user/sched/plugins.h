@@ -42,6 +42,7 @@ typedef struct sched_ctx {
 	const body_req *body;        /* NULL with the passthrough parser */
 	const store_snapshot *snap;
 	void **state;                /* per-request plugin state, by sched_plugin.slot */
+	sched_trace *trace;          /* NULL unless the caller observes the decision */
 } sched_ctx;
 
 typedef struct sched_scored {

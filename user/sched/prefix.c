@@ -213,6 +213,7 @@ struct server {
 struct prefix_index {
 	pthread_mutex_t reg; /* registering and removing servers */
 	_Atomic int64_t last_cleanup_ns;
+	_Atomic int64_t entries; /* sum of the servers' LRU sizes, for metrics */
 	struct shard shards[NSHARDS];
 	struct server servers[MAX_SERVERS];
 };
@@ -367,9 +368,12 @@ static void index_learn(struct prefix_index *x, const uint64_t *hashes, size_t n
 	if (atomic_load(&sv->key) == name_key(server)) {
 		for (size_t i = 0; i < n; i++) {
 			uint64_t ev;
+			size_t before = sv->lru.n;
 			int r = lru_add(&sv->lru, hashes[i], &ev);
 			if (r < 0)
 				break;
+			if (sv->lru.n != before)
+				atomic_fetch_add_explicit(&x->entries, 1, memory_order_relaxed);
 			if (r == 1) {
 				struct shard *s = shard_of(x, ev);
 				pthread_mutex_lock(&s->mu);
@@ -389,6 +393,7 @@ static void server_remove(struct prefix_index *x, int id)
 {
 	struct server *sv = &x->servers[id];
 	pthread_mutex_lock(&sv->mu);
+	atomic_fetch_sub_explicit(&x->entries, (int64_t)sv->lru.n, memory_order_relaxed);
 	for (int32_t v = sv->lru.head; v >= 0; v = sv->lru.nodes[v].next) {
 		struct shard *s = shard_of(x, sv->lru.nodes[v].hash);
 		pthread_mutex_lock(&s->mu);
@@ -699,6 +704,19 @@ static void prefix_pre_request(const sched_plugin *p, const sched_ctx *c,
 	const struct prefix_state *st = c->state[p->slot];
 	if (c->snap)
 		index_cleanup(cfg->index, c->snap, c->now_ns);
+	if (c->trace && st && n > 0) {
+		/* The reference's RecordPrefixCacheMatch: blocks x block size x 4
+		 * characters, matched by the primary pick and in total. */
+		const store_endpoint *first = st->n_cands ? st->cands[0] : NULL;
+		int64_t chars = block_size(cfg, first) * CHARS_PER_TOKEN;
+		int64_t matched = 0;
+		for (size_t k = 0; st->match && k < st->n_cands; k++)
+			if (st->cands[k] == picked[0])
+				matched = st->match[k];
+		c->trace->prefix_match = true;
+		c->trace->prefix_hit_bytes = matched * chars;
+		c->trace->prefix_total_bytes = (int64_t)st->n * chars;
+	}
 	if (!st || !st->n || n == 0 || !picked[0]->name)
 		return;
 	size_t cap = (size_t)cfg->lru_capacity;
@@ -719,3 +737,18 @@ static const plugin_type prefix_scorer = {
 };
 
 const plugin_type *const sched_prefix_types[] = {&prefix_scorer, NULL};
+
+bool sched_prefix_index_size(const sched *s, int64_t *entries)
+{
+	bool found = false;
+	*entries = 0;
+	for (size_t i = 0; s && i < s->n_plugins; i++) {
+		const sched_plugin *p = s->plugins[i];
+		if (p->type != &prefix_scorer || !p->cfg)
+			continue;
+		const struct prefix_cfg *cfg = p->cfg;
+		*entries += atomic_load_explicit(&cfg->index->entries, memory_order_relaxed);
+		found = true;
+	}
+	return found;
+}

@@ -200,21 +200,107 @@ static size_t candidates(const store_snapshot *snap, const sched_request *req,
 	return n;
 }
 
+static void trace_call(sched_trace *t, const char *ext_point, const sched_plugin *p, int64_t t0)
+{
+	if (!t || t->n_calls >= SCHED_TRACE_MAX_CALLS)
+		return;
+	t->calls[t->n_calls++] = (sched_plugin_time){ext_point, p->type->type, p->name,
+						      now_ns() - t0};
+}
+
+static int64_t trace_t0(const sched_trace *t)
+{
+	return t ? now_ns() : 0;
+}
+
+static void *tab_alloc(arena *a, size_t n, size_t size)
+{
+	return arena_calloc(a, (n ? n : 1) * size);
+}
+
+/* The score table of one profile run over |n| candidates. */
+static sched_score_table *table_new(const sched_profile *pr, arena *a,
+				    const store_endpoint *const *cands, size_t n)
+{
+	sched_score_table *t = arena_calloc(a, sizeof(*t));
+	if (!t)
+		return NULL;
+	t->profile = pr->name;
+	t->n_filters = pr->n_filters;
+	t->n_scorers = pr->n_scorers;
+	t->n_eps = n;
+	t->filters = tab_alloc(a, pr->n_filters, sizeof(*t->filters));
+	t->scorers = tab_alloc(a, pr->n_scorers, sizeof(*t->scorers));
+	t->scorer_types = tab_alloc(a, pr->n_scorers, sizeof(*t->scorer_types));
+	double *w = tab_alloc(a, pr->n_scorers, sizeof(*w));
+	t->eps = tab_alloc(a, n, sizeof(*t->eps));
+	t->dropped_by = tab_alloc(a, n, sizeof(*t->dropped_by));
+	t->scores = tab_alloc(a, n * (pr->n_scorers ? pr->n_scorers : 1), sizeof(*t->scores));
+	t->total = tab_alloc(a, n, sizeof(*t->total));
+	t->rank = tab_alloc(a, n, sizeof(*t->rank));
+	if (!t->filters || !t->scorers || !t->scorer_types || !w || !t->eps || !t->dropped_by ||
+	    !t->scores || !t->total || !t->rank)
+		return NULL;
+	for (size_t i = 0; i < pr->n_filters; i++)
+		t->filters[i] = pr->filters[i]->name;
+	for (size_t i = 0; i < pr->n_scorers; i++) {
+		t->scorers[i] = pr->scorers[i].p->name;
+		t->scorer_types[i] = pr->scorers[i].p->type->type;
+		w[i] = pr->scorers[i].weight;
+	}
+	t->weights = w;
+	for (size_t i = 0; i < n; i++) {
+		t->eps[i] = cands[i];
+		t->dropped_by[i] = -1;
+		t->rank[i] = -1;
+	}
+	return t;
+}
+
+/* Row of |ep| in the table: candidates come from the snapshot, so their
+ * snapshot index finds them through |pos|. */
+static size_t row(const int *pos, const store_endpoint *ep)
+{
+	return (size_t)pos[ep->index];
+}
+
 /* One profile: filters in order (stop at an empty set), weighted scores, the
- * picker. Returns the number of targets, 0 when the profile failed. */
+ * picker. Returns the number of targets, 0 when the profile failed. With a
+ * trace, every plugin call is timed, and with want_table the scores are
+ * kept per candidate. */
 static size_t run_profile(const sched_profile *pr, const sched_ctx *c,
 			  const store_endpoint *const *cands, size_t n, const store_endpoint **out)
 {
+	sched_trace *tr = c->trace;
 	const store_endpoint **a = arena_alloc(c->a, n * sizeof(*a));
 	const store_endpoint **b = arena_alloc(c->a, n * sizeof(*b));
 	double *total = arena_calloc(c->a, n * sizeof(*total));
 	double *raw = arena_alloc(c->a, n * sizeof(*raw));
 	if (!a || !b || !total || !raw)
 		return 0;
+	sched_score_table *tab = NULL;
+	int *pos = NULL;
+	if (tr && tr->want_table && c->snap) {
+		tab = table_new(pr, c->a, cands, n);
+		pos = tab_alloc(c->a, c->snap->n_endpoints, sizeof(*pos));
+		if (!tab || !pos)
+			tab = NULL;
+		for (size_t i = 0; tab && i < n; i++)
+			pos[cands[i]->index] = (int)i;
+		tr->table = tab;
+	}
 	memcpy(a, cands, n * sizeof(*a));
 	for (size_t i = 0; i < pr->n_filters && n > 0; i++) {
 		const sched_plugin *f = pr->filters[i];
-		n = f->type->filter(f, c, a, n, b);
+		int64_t t0 = trace_t0(tr);
+		size_t kept = f->type->filter(f, c, a, n, b);
+		trace_call(tr, "Filter", f, t0);
+		/* Output is a subset of the input: mark all, then unmark the kept. */
+		for (size_t k = 0; tab && k < n; k++)
+			tab->dropped_by[row(pos, a[k])] = (int)i;
+		for (size_t k = 0; tab && k < kept; k++)
+			tab->dropped_by[row(pos, b[k])] = -1;
+		n = kept;
 		const store_endpoint **t = a;
 		a = b;
 		b = t;
@@ -223,12 +309,18 @@ static size_t run_profile(const sched_profile *pr, const sched_ctx *c,
 		return 0;
 	for (size_t i = 0; i < pr->n_scorers; i++) {
 		const sched_plugin *sp = pr->scorers[i].p;
+		int64_t t0 = trace_t0(tr);
 		sp->type->score(sp, c, a, n, raw);
+		trace_call(tr, "Scorer", sp, t0);
 		for (size_t k = 0; k < n; k++) {
 			double v = raw[k];
 			/* clamp to [0,1]; NaN counts as 0 */
 			v = v > 0 ? (v < 1 ? v : 1) : 0;
 			total[k] += v * pr->scorers[i].weight;
+			if (tab) {
+				tab->scores[row(pos, a[k]) * pr->n_scorers + i] = v;
+				tab->total[row(pos, a[k])] = total[k];
+			}
 		}
 	}
 	sched_scored *sc = arena_alloc(c->a, n * sizeof(*sc));
@@ -236,11 +328,16 @@ static size_t run_profile(const sched_profile *pr, const sched_ctx *c,
 		return 0;
 	for (size_t k = 0; k < n; k++)
 		sc[k] = (sched_scored){a[k], total[k]};
+	int64_t t0 = trace_t0(tr);
 	size_t k = pr->picker->type->pick(pr->picker, c, sc, n);
+	trace_call(tr, "Picker", pr->picker, t0);
 	if (k > SCHED_MAX_TARGETS)
 		k = SCHED_MAX_TARGETS;
-	for (size_t i = 0; i < k; i++)
+	for (size_t i = 0; i < k; i++) {
 		out[i] = sc[i].ep;
+		if (tab)
+			tab->rank[row(pos, sc[i].ep)] = (int)i;
+	}
 	return k;
 }
 
@@ -280,6 +377,15 @@ void sched_decide(const sched *s, const store_snapshot *snap, const sched_reques
 		  arena *a, sched_result *res)
 {
 	memset(res, 0, sizeof(*res));
+	sched_trace *tr = req->trace;
+	if (tr) {
+		tr->scheduled = false;
+		tr->sched_ns = 0;
+		tr->n_calls = 0;
+		tr->prefix_match = false;
+		tr->prefix_hit_bytes = tr->prefix_total_bytes = 0;
+		tr->table = NULL;
+	}
 	res->body = req->body;
 	res->body_len = req->body_len;
 	res->incoming_model = (sched_str){"", 0};
@@ -375,6 +481,7 @@ void sched_decide(const sched *s, const store_snapshot *snap, const sched_reques
 		.body = s->passthrough ? NULL : &br,
 		.snap = snap,
 		.state = s->n_preparers ? arena_calloc(a, s->n_preparers * sizeof(void *)) : NULL,
+		.trace = tr,
 	};
 	if (s->n_preparers && !ctx.state) {
 		fail(res, SCHED_INTERNAL, "out of memory");
@@ -392,13 +499,28 @@ void sched_decide(const sched *s, const store_snapshot *snap, const sched_reques
 	}
 
 	/* f: PrepareData plugins. */
-	for (size_t i = 0; i < s->n_preparers; i++)
-		if (s->preparers[i]->type->prepare)
-			s->preparers[i]->type->prepare(s->preparers[i], &ctx, cands, n);
+	for (size_t i = 0; i < s->n_preparers; i++) {
+		if (!s->preparers[i]->type->prepare)
+			continue;
+		int64_t t0 = trace_t0(tr);
+		s->preparers[i]->type->prepare(s->preparers[i], &ctx, cands, n);
+		trace_call(tr, "PrepareData", s->preparers[i], t0);
+	}
 
-	/* g: schedule (single-profile-handler: the one profile is primary). */
+	/* g: schedule (single-profile-handler: the one profile is primary).
+	 * The handler's two extension points are timed as the reference does,
+	 * though picking the one profile is all they do here. */
+	int64_t sched_t0 = trace_t0(tr);
+	if (tr && s->handler)
+		trace_call(tr, "ProfilePicker", s->handler, sched_t0);
 	const sched_profile *pr = &s->profiles[0];
 	size_t k = run_profile(pr, &ctx, cands, n, res->picked);
+	if (tr) {
+		if (s->handler)
+			trace_call(tr, "ProcessProfilesResults", s->handler, now_ns());
+		tr->sched_ns = now_ns() - sched_t0;
+		tr->scheduled = true;
+	}
 	if (k == 0) {
 		fail(res, SCHED_RESOURCE_EXHAUSTED,
 		     "failed to find target endpoint: failed to run scheduler profile '%s'",
@@ -412,9 +534,13 @@ void sched_decide(const sched *s, const store_snapshot *snap, const sched_reques
 		fail(res, SCHED_INTERNAL, "out of memory");
 		return;
 	}
-	for (size_t i = 0; i < s->n_preparers; i++)
-		if (s->preparers[i]->type->pre_request)
-			s->preparers[i]->type->pre_request(s->preparers[i], &ctx, res->picked, k);
+	for (size_t i = 0; i < s->n_preparers && !req->dry_run; i++) {
+		if (!s->preparers[i]->type->pre_request)
+			continue;
+		int64_t t0 = trace_t0(tr);
+		s->preparers[i]->type->pre_request(s->preparers[i], &ctx, res->picked, k);
+		trace_call(tr, "PreRequest", s->preparers[i], t0);
+	}
 
 	/* i: the body keeps every byte but the model value. The reference
 	 * re-serialises the parsed map instead (sorted keys, HTML escaping,
@@ -431,7 +557,7 @@ void sched_decide(const sched *s, const store_snapshot *snap, const sched_reques
 	}
 
 	/* PreRequest: count the request against its primary endpoint. */
-	if (s->inflight) {
+	if (s->inflight && !req->dry_run) {
 		res->inflight_tokens = estimate_tokens(req->body_len);
 		res->inflight = inflight_acquire(s->inflight, res->picked[0]->name,
 						 res->inflight_tokens);

@@ -74,6 +74,12 @@ typedef struct sched_request {
 	bool subset_is_string;
 	sched_header_fn header;  /* all request headers, for plugins */
 	void *header_ctx;
+	/* Observability (user/admin): when |trace| is set, sched_decide fills
+	 * it. With |dry_run| it decides without side effects: no PreRequest
+	 * plugins (the prefix index and session affinity learn nothing) and no
+	 * in-flight accounting (sched_request_done is then a no-op). */
+	struct sched_trace *trace;
+	bool dry_run;
 } sched_request;
 
 #define SCHED_MAX_TARGETS 16
@@ -98,6 +104,52 @@ typedef struct sched_result {
 	int64_t inflight_tokens;
 	uint64_t inflight_mark; /* counted as sent after the last scrape */
 } sched_result;
+
+/* What one decision did, for metrics, the per-decision log line and
+ * /debug/explain. Plugin calls are timed with CLOCK_MONOTONIC (a vDSO call)
+ * only when a trace is given. */
+#define SCHED_TRACE_MAX_CALLS 48 /* later calls are not timed */
+
+typedef struct sched_plugin_time {
+	const char *ext_point; /* the reference's extension point: "Filter", "Scorer", ... */
+	const char *type, *name;
+	int64_t ns;
+} sched_plugin_time;
+
+/* Every candidate with the filter that dropped it or its per-scorer scores
+ * (clamped to [0,1], before weights). Arena memory of the decision. */
+typedef struct sched_score_table {
+	const char *profile;
+	size_t n_filters;
+	const char **filters;  /* plugin names, in order */
+	size_t n_scorers;
+	const char **scorers;  /* plugin names */
+	const char **scorer_types;
+	const double *weights;
+	size_t n_eps;
+	const store_endpoint **eps; /* the candidates (after the subset hint) */
+	int *dropped_by;            /* filter index, or -1 when every filter kept it */
+	double *scores;             /* [ep * n_scorers + scorer]; kept endpoints only */
+	double *total;              /* weighted sum */
+	int *rank;                  /* position among the picker's targets, or -1 */
+} sched_score_table;
+
+typedef struct sched_trace {
+	bool want_table;  /* in: fill |table| */
+	bool scheduled;   /* the scheduler ran (an attempt in the reference's terms) */
+	int64_t sched_ns; /* scheduler end to end: profile handler and profiles */
+	sched_plugin_time calls[SCHED_TRACE_MAX_CALLS];
+	size_t n_calls;
+	/* The prefix-cache scorer's match for the primary pick (PreRequest):
+	 * matched and total prefix bytes, as the reference reports them. */
+	bool prefix_match;
+	int64_t prefix_hit_bytes, prefix_total_bytes;
+	sched_score_table *table;
+} sched_trace;
+
+/* Entries in the prefix-cache index of |s| (every prefix-cache-scorer);
+ * false when the config has none. Any thread. */
+bool sched_prefix_index_size(const sched *s, int64_t *entries);
 
 /* Builds the scheduler from |cfg| (NULL: the v1.5.0 built-in default of spec
  * §4.3). Applies the defaulting rules of §4.3 and validates: unknown plugin
@@ -192,4 +244,21 @@ void sched_usage_parse_sse(const char *chunk, size_t len, sched_usage *u);
  * unchanged (no copy) when nothing matched, else a new arena buffer. */
 sched_str sched_rewrite_back(const char *buf, size_t len, sched_str target, sched_str incoming,
 			     arena *a);
+
+/* Kernel fast path (user/sched/fastpath.c). */
+#define SCHED_FASTPATH_WMAX 10000 /* weight of a perfect score on every scorer */
+
+typedef struct sched_fastpath_info {
+	bool sheddable; /* the model's requests may be shed (no objective) */
+	bool saturated; /* the saturation detector says the pool is full */
+	uint32_t n_kept; /* endpoints every filter kept (weight > 0) */
+} sched_fastpath_info;
+
+/* Per-endpoint weights for connections to |model| that carry no request yet:
+ * the primary profile's filters and weighted scorers on the whole snapshot,
+ * scaled to 0..SCHED_FASTPATH_WMAX (0: a filter dropped it, shed).
+ * |weights| has room for snap->n_endpoints, indexed like snap->endpoints.
+ * Scratch memory comes from |a|. Returns 0 or -ENOMEM. */
+int sched_fastpath_weights(const sched *s, const store_snapshot *snap, const char *model,
+			   arena *a, uint32_t *weights, sched_fastpath_info *info);
 #endif

@@ -8,7 +8,10 @@
  *
  * Loading has two passes: every object of every file is decoded first, then
  * the pool is chosen and the other objects are filtered to it, so the order of
- * files does not matter. */
+ * files does not matter.
+ *
+ * Objects from the Kubernetes API (store_objects_load) take the same decoder:
+ * their JSON becomes a libyaml node tree typed as jkind() reads it back. */
 #include "store/manifest.h"
 
 #include <dirent.h>
@@ -76,6 +79,9 @@ typedef struct mctx {
 	yaml_document_t *d;
 	long budget;
 	char what[320]; /* "InferencePool \"name\"" once the name is known */
+	/* Objects from the API server: already validated there against the
+	 * CRD it serves, which may be newer than this decoder. */
+	bool api;
 	char *err;
 	size_t errlen;
 } mctx;
@@ -90,8 +96,12 @@ static int merr(mctx *m, const yaml_node_t *n, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	snprintf(m->err, m->errlen, "%s:%d: %s%s%s", m->file, yline(n), m->what,
-		 m->what[0] ? ": " : "", msg);
+	if (m->api) /* no lines: the node tree was built from JSON */
+		snprintf(m->err, m->errlen, "%s: %s%s%s", m->file, m->what,
+			 m->what[0] ? ": " : "", msg);
+	else
+		snprintf(m->err, m->errlen, "%s:%d: %s%s%s", m->file, yline(n), m->what,
+			 m->what[0] ? ": " : "", msg);
 	return -EINVAL;
 }
 
@@ -176,6 +186,9 @@ static int check_fields(mctx *m, yaml_node_t *map, const char *where, const char
 		size_t f = 0;
 		while (f < n_known && strcmp(ks, known[f]) != 0)
 			f++;
+		/* A field a newer CRD added: the API server accepted it. */
+		if (f == n_known && m->api)
+			continue;
 		if (f == n_known)
 			return merr(m, k, "unknown field \"%s%s%s\"", where, *where ? "." : "", ks);
 		for (size_t j = 0; j < i; j++) {
@@ -603,6 +616,10 @@ static int decode_pool_v1(mctx *m, yaml_node_t *spec, store_pool *p)
 	const char *w = "spec.endpointPickerRef", *kind;
 	if ((r = get_map(m, spec, "endpointPickerRef", "spec", &ref)) < 0)
 		return r;
+	/* Optional in the CRDs after v1.5; the API server enforced whichever
+	 * it serves. */
+	if (!ref && m->api)
+		return 0;
 	if (!ref)
 		return merr(m, spec, "%s is required", w);
 	if ((r = CHECK_FIELDS(m, ref, w, "group", "kind", "name", "port", "failureMode")) < 0 ||
@@ -1269,6 +1286,121 @@ int store_manifests_load(const char *path, const store_manifest_opts *o, store_c
 	free_list(list, n);
 	if (r == 0)
 		r = fill_catalog(&m);
+	free(m.objs);
+	if (r < 0) {
+		store_catalog_unref(m.c);
+		return r;
+	}
+	*out = m.c;
+	return 0;
+}
+
+/* ---- objects from the Kubernetes API ------------------------------------ */
+
+#define JSON_MAX_DEPTH 64
+
+/* Adds |j| to |d| as nodes typed the way jkind() reads them back: strings
+ * double-quoted, numbers, booleans and null plain. Returns the node id, or 0
+ * when memory runs out or the tree is too deep or too large. */
+static int json_node(yaml_document_t *d, const cJSON *j, int depth, long *budget)
+{
+	char num[64];
+	const char *plain_text = NULL;
+	if (depth > JSON_MAX_DEPTH)
+		*budget = -1; /* tells "too large" from out of memory */
+	if (depth > JSON_MAX_DEPTH || --*budget < 0)
+		return 0;
+	if (cJSON_IsString(j))
+		return yaml_document_add_scalar(d, NULL, (yaml_char_t *)j->valuestring, -1,
+						YAML_DOUBLE_QUOTED_SCALAR_STYLE);
+	if (cJSON_IsNumber(j)) {
+		double v = j->valuedouble;
+		/* Integers as integers: yto_int64 refuses "8000.0". */
+		if (v == (double)(int64_t)v && v > -9e15 && v < 9e15)
+			snprintf(num, sizeof(num), "%lld", (long long)v);
+		else
+			snprintf(num, sizeof(num), "%.17g", v);
+		plain_text = num;
+	} else if (cJSON_IsBool(j)) {
+		plain_text = cJSON_IsTrue(j) ? "true" : "false";
+	} else if (cJSON_IsNull(j)) {
+		plain_text = "null";
+	}
+	if (plain_text)
+		return yaml_document_add_scalar(d, NULL, (yaml_char_t *)plain_text, -1,
+						YAML_PLAIN_SCALAR_STYLE);
+	if (cJSON_IsArray(j)) {
+		int id = yaml_document_add_sequence(d, NULL, YAML_FLOW_SEQUENCE_STYLE);
+		for (const cJSON *c = j->child; id && c; c = c->next) {
+			int v = json_node(d, c, depth + 1, budget);
+			if (!v || !yaml_document_append_sequence_item(d, id, v))
+				return 0;
+		}
+		return id;
+	}
+	if (cJSON_IsObject(j)) {
+		int id = yaml_document_add_mapping(d, NULL, YAML_FLOW_MAPPING_STYLE);
+		for (const cJSON *c = j->child; id && c; c = c->next) {
+			int k = yaml_document_add_scalar(d, NULL, (yaml_char_t *)c->string, -1,
+							 YAML_DOUBLE_QUOTED_SCALAR_STYLE);
+			int v = k ? json_node(d, c, depth + 1, budget) : 0;
+			if (!v || !yaml_document_append_mapping_pair(d, id, k, v))
+				return 0;
+		}
+		return id;
+	}
+	return 0;
+}
+
+int store_objects_load(const store_api_object *objs, size_t n, const store_manifest_opts *o,
+		       store_catalog **out)
+{
+	store_manifest_opts opts = {
+		.pool_name = o && o->pool_name && *o->pool_name ? o->pool_name : NULL,
+		.pool_namespace = o && o->pool_namespace && *o->pool_namespace ? o->pool_namespace
+									       : "default",
+		.pool_group = o && o->pool_group && *o->pool_group ? o->pool_group : GROUP_V1,
+	};
+	char err[768];
+	mctx m = {.o = &opts, .api = true, .err = err, .errlen = sizeof(err)};
+	int r = 0;
+	*out = NULL;
+	m.c = store_catalog_new();
+	if (!m.c)
+		return -ENOMEM;
+	for (size_t i = 0; i < n && r != -ENOMEM; i++) {
+		yaml_document_t d;
+		if (!yaml_document_initialize(&d, NULL, NULL, NULL, 1, 1)) {
+			r = -ENOMEM;
+			break;
+		}
+		long budget = MAX_VISITS;
+		int root = json_node(&d, objs[i].obj, 0, &budget);
+		m.file = arena_strdup(&m.c->mem, objs[i].origin ? objs[i].origin : "object");
+		m.d = &d;
+		m.budget = MAX_VISITS;
+		err[0] = '\0';
+		if (!m.file)
+			r = -ENOMEM;
+		else if (!root)
+			r = budget < 0 ? -E2BIG : -ENOMEM;
+		else
+			r = decode_doc(&m, yaml_document_get_node(&d, root), true);
+		yaml_document_delete(&d);
+		if (r == -E2BIG)
+			snprintf(err, sizeof(err), "%s: nested deeper than %d or over %ld values",
+				 m.file ? m.file : "object", JSON_MAX_DEPTH, MAX_VISITS);
+		if (r < 0 && r != -ENOMEM) {
+			ulog(LOG_WARN, "Kubernetes object ignored: it does not validate", "error",
+			     err, NULL);
+			r = 0;
+		}
+	}
+	if (r == 0) {
+		r = fill_catalog(&m);
+		if (r < 0 && r != -ENOMEM)
+			ulog(LOG_ERROR, "Kubernetes objects refused", "error", err, NULL);
+	}
 	free(m.objs);
 	if (r < 0) {
 		store_catalog_unref(m.c);

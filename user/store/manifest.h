@@ -1,5 +1,6 @@
-/* store/manifest: the pool and its objects from YAML manifests (--manifests),
- * and static endpoints (--endpoints), for running without the Kubernetes API.
+/* store/manifest: the pool and its objects from YAML manifests (--manifests)
+ * or from the Kubernetes API (store_objects_load, for k8s/), and static
+ * endpoints (--endpoints).
  *
  * Manifests are read the way `kubectl apply -f PATH` would take them: a file,
  * or every *.yaml, *.yml and *.json file of a folder (not recursive, in name
@@ -12,6 +13,8 @@
 #define KEPP_STORE_MANIFEST_H
 #include <stddef.h>
 #include <stdint.h>
+
+#include <cjson/cJSON.h>
 
 #include "store/store.h"
 
@@ -37,6 +40,23 @@ typedef struct store_manifest_opts {
  * file order. */
 int store_manifests_load(const char *path, const store_manifest_opts *o, store_catalog **out,
 			 char *err, size_t errlen);
+
+/* One object as the Kubernetes API server returns it (an item of a list or
+ * the object of a watch event, with apiVersion and kind). */
+typedef struct store_api_object {
+	const cJSON *obj;
+	const char *origin; /* names the object in messages, e.g. its API path */
+} store_api_object;
+
+/* Builds a catalog from API objects with the decoding, validation, pool
+ * choice and filtering of store_manifests_load, except that (1) fields this
+ * version does not know are ignored and spec.endpointPickerRef may be absent:
+ * the API server already validated the object against the CRD it serves,
+ * which may be newer; (2) an object that does not validate is left out with a
+ * log line naming it, the others are kept. Returns 0, -ENOMEM, or -EINVAL
+ * (logged) when the set is inconsistent (two pools and no opts->pool_name). */
+int store_objects_load(const store_api_object *objs, size_t n, const store_manifest_opts *o,
+		       store_catalog **out);
 
 /* A cheap signature of the files (names, sizes, mtimes in ns) for reload polling. */
 int store_manifests_signature(const char *path, uint64_t *sig);

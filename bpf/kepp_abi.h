@@ -1,0 +1,112 @@
+/* kepp_abi: every map key and value shared by the BPF programs (bpf/)
+ * and userspace (user/kernel/). Types only: fixed-width fields, explicit
+ * padding, no bool, enum or pointer, so both sides hash the same bytes.
+ *
+ * Addresses are 16 bytes in network order; IPv4 is stored IPv4-mapped
+ * (::ffff:a.b.c.d) so one key serves connect4, connect6 and v4-in-v6.
+ * Ports are network order.
+ *
+ * A layout change here bumps the version suffix of the map that uses it
+ * (kepp_svc_v1 -> kepp_svc_v2): libbpf refuses to reuse a pinned map whose
+ * sizes differ, and a running datapath keeps the old pins until removed.
+ */
+#ifndef KEPP_ABI_H
+#define KEPP_ABI_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#define KEPP_MAX_BACKENDS 32  /* per service */
+#define KEPP_MAX_SERVICES 256
+#define KEPP_MAX_ENDPOINTS 4096 /* backend stats entries */
+#define KEPP_WEIGHT_MAX 10000 /* a perfect score */
+
+/* An endpoint: address and port. */
+struct kepp_addr {
+	__u32 ip[4];  /* network order; IPv4 as ::ffff:a.b.c.d */
+	__u16 port;   /* network order */
+	__u16 pad;
+};
+
+/* A fast-path service: VIP and port (kepp_svc_v1, kepp_vip_v1). */
+struct kepp_svc_key {
+	struct kepp_addr vip;
+};
+
+enum {
+	KEPP_SVC_SHEDDABLE = 1 << 0, /* the model's requests may be shed */
+	KEPP_SVC_SATURATED = 1 << 1, /* the pool is saturated: shed sheddable SYNs */
+	KEPP_SVC_AFFINITY = 1 << 2,  /* keep a client on its pod (see affinity_pct) */
+};
+
+struct kepp_backend {
+	struct kepp_addr addr;
+	__u32 weight;   /* 1..KEPP_WEIGHT_MAX from kepp's scores; 0: shed */
+	__u32 inflight; /* kepp_be_v1 in-flight count at the last scrape of the backend */
+};
+
+/* One service's table, replaced whole by userspace on every publish (the map
+ * is BPF_F_NO_PREALLOC, so a reader sees the old or the new value, never a
+ * mix). */
+struct kepp_svc {
+	__u64 published_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_ns) of the publish */
+	__u64 max_age_ns;   /* older than this: stale, connect declines */
+	__u32 id;           /* service index, stable while kepp runs */
+	__u32 flags;        /* KEPP_SVC_* */
+	__u32 n_backends;
+	__u32 affinity_pct; /* keep the client's pod while within this % of the best */
+	struct kepp_backend be[KEPP_MAX_BACKENDS];
+};
+
+/* Live per-backend counters that sockops keeps (kepp_be_v1). */
+struct kepp_be_stats {
+	__s64 inflight;        /* established steered connections not yet closed */
+	__u64 connects;        /* steered connections established, total */
+	__u64 closes;          /* of those, closed */
+	__u32 srtt_us;         /* smoothed RTT (EWMA 1/8 of the kernel's srtt) */
+	__u32 pad;
+};
+
+enum {
+	KEPP_SK_STEERED = 1 << 0, /* connect rewrote the destination */
+	KEPP_SK_COUNTED = 1 << 1, /* sockops counted it in kepp_be_v1.inflight */
+};
+
+/* Per-socket state (SK_STORAGE kepp_sk_v1), freed with the socket. */
+struct kepp_sk_state {
+	struct kepp_addr vip;     /* what the application connected to */
+	struct kepp_addr backend; /* where it went */
+	__u32 svc_id;
+	__u32 flags;              /* KEPP_SK_* */
+};
+
+/* Client affinity (LRU kepp_aff_v1): a client is its cgroup. */
+struct kepp_aff_key {
+	__u64 cgroup_id;
+	__u32 svc_id;
+	__u32 pad;
+};
+
+struct kepp_aff_val {
+	struct kepp_addr backend;
+	__u64 last_ns;
+};
+
+/* XDP counters per VIP (PERCPU_HASH kepp_vip_v1). */
+struct kepp_vip_stats {
+	__u64 packets;
+	__u64 bytes;
+	__u64 syn_shed; /* SYNs dropped while the pool was saturated */
+};
+
+/* Which decision connect took, for tests and counters. */
+enum kepp_verdict {
+	KEPP_PICKED = 0,
+	KEPP_NO_SERVICE,
+	KEPP_STALE,
+	KEPP_EMPTY,
+	KEPP_ALL_SHED,
+	KEPP_VERDICTS,
+};
+#endif

@@ -1,0 +1,296 @@
+/* Loader: bpffs, the BPF objects (maps pinned by name under <bpffs>/kepp/),
+ * and cgroup links pinned under <bpffs>/kepp/links/. A pinned link found at
+ * start-up is adopted: its program is replaced in place with
+ * bpf_link__update_program, so connections never see a gap between the old
+ * kepp and the new one. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <event2/event.h>
+
+#include "kepp_sock.skel.h"
+#include "kepp_sockops.skel.h"
+#include "kernel/kern_int.h"
+#include "util/log.h"
+
+#define BPF_FS_MAGIC_ 0xcafe4a11
+
+static const char *const link_names[KL_COUNT] = {
+	[KL_CONNECT4] = "kepp_connect4", [KL_CONNECT6] = "kepp_connect6",
+	[KL_GETPEER4] = "kepp_getpeer4", [KL_GETPEER6] = "kepp_getpeer6",
+	[KL_SOCKOPS] = "kepp_sockops",
+};
+
+int64_t kern_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* libbpf's own messages: warnings are kepp warnings, the rest is debug. */
+static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	int v = level == LIBBPF_WARN ? LOG_WARN : LOG_DEBUG;
+	if (!log_enabled(v))
+		return 0;
+	char buf[512];
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	size_t n = strlen(buf);
+	while (n && buf[n - 1] == '\n')
+		buf[--n] = '\0';
+	ulog(v, "libbpf", "message", buf, NULL);
+	return 0;
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char tmp[PATH_MAX];
+	if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static int ensure_bpffs(const char *path, char *err, size_t errlen)
+{
+	struct statfs sf;
+	if (statfs(path, &sf) == 0 && sf.f_type == BPF_FS_MAGIC_)
+		return 0;
+	int r = mkdir_p(path, 0700);
+	if (r == 0 && mount("bpf", path, "bpf", 0, "mode=0700") < 0)
+		r = -errno;
+	if (r < 0) {
+		snprintf(err, errlen, "no bpffs at %s and cannot mount one: %s", path, strerror(-r));
+		return r;
+	}
+	ulog(LOG_DEFAULT, "mounted bpffs", "path", path, NULL);
+	return 0;
+}
+
+/* The first cgroup2 mount in /proc/mounts. */
+static int cgroup2_root(char *out, size_t cap)
+{
+	FILE *f = fopen("/proc/mounts", "re");
+	if (!f)
+		return -errno;
+	char dev[256], dir[PATH_MAX], type[64];
+	int r = -ENOENT;
+	while (fscanf(f, "%255s %4095s %63s %*s %*d %*d", dev, dir, type) == 3) {
+		if (!strcmp(type, "cgroup2")) {
+			snprintf(out, cap, "%s", dir);
+			r = 0;
+			break;
+		}
+	}
+	fclose(f);
+	return r;
+}
+
+/* Adopts the link pinned at |path| when it is attached to |cg_id|, else
+ * attaches |prog| to |cg_fd| and pins the new link. */
+static struct bpf_link *attach_cgroup(struct bpf_program *prog, const char *path, int cg_fd,
+				      uint64_t cg_id, char *err, size_t errlen)
+{
+	struct bpf_link *l = access(path, F_OK) == 0 ? bpf_link__open(path) : NULL;
+	if (l) {
+		struct bpf_link_info info;
+		uint32_t len = sizeof(info);
+		memset(&info, 0, sizeof(info));
+		if (bpf_obj_get_info_by_fd(bpf_link__fd(l), &info, &len) == 0 &&
+		    info.type == BPF_LINK_TYPE_CGROUP && info.cgroup.cgroup_id == cg_id &&
+		    bpf_link__update_program(l, prog) == 0) {
+			ulog(LOG_VERBOSE, "adopted a pinned BPF link", "path", path, NULL);
+			return l;
+		}
+		/* Another cgroup (or a dead one): replace it. */
+		bpf_link__unpin(l);
+		bpf_link__destroy(l);
+		unlink(path);
+	}
+	l = bpf_program__attach_cgroup(prog, cg_fd);
+	if (!l) {
+		int e = errno;
+		snprintf(err, errlen, "attach %s: %s", bpf_program__name(prog), strerror(e));
+		return NULL;
+	}
+	int r = bpf_link__pin(l, path);
+	if (r < 0) {
+		snprintf(err, errlen, "pin %s: %s", path, strerror(-r));
+		bpf_link__destroy(l);
+		return NULL;
+	}
+	return l;
+}
+
+static void kern_tick(evutil_socket_t fd, short what, void *arg)
+{
+	kern *k = arg;
+	const store_snapshot *snap = store_acquire(k->store);
+	if (snap) {
+		kern_publish(k, snap);
+		store_release(snap);
+	}
+	int64_t now = kern_now_ns();
+	if (now - k->last_log_ns >= 5000000000LL) {
+		k->last_log_ns = now;
+		kern_log_stats(k);
+	}
+}
+
+/* Removes services a previous kepp published that this one does not serve. */
+static void prune_services(kern *k)
+{
+	struct kepp_svc_key key, next, keep[KERN_MAX_SERVICES];
+	for (size_t i = 0; i < k->n_svcs; i++)
+		kern_svc_key(&k->svcs[i], &keep[i]);
+	void *prev = NULL;
+	while (bpf_map_get_next_key(k->svc_fd, prev, &next) == 0) {
+		bool known = false;
+		for (size_t i = 0; i < k->n_svcs; i++)
+			known |= !memcmp(&keep[i], &next, sizeof(next));
+		if (!known && bpf_map_delete_elem(k->svc_fd, &next) == 0)
+			continue; /* deleted: restart from the same predecessor */
+		key = next;
+		prev = &key;
+	}
+}
+
+kern *kern_open(const kern_opts *o, char *err, size_t errlen)
+{
+	kern *k = calloc(1, sizeof(*k));
+	if (!k) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	k->cgroup_fd = -1;
+	arena_init(&k->mem, 16384);
+	if (o->n_services > KERN_MAX_SERVICES) {
+		snprintf(err, errlen, "at most %d fast-path services", KERN_MAX_SERVICES);
+		goto fail;
+	}
+	memcpy(k->svcs, o->services, o->n_services * sizeof(*k->svcs));
+	k->n_svcs = o->n_services;
+	k->max_age_ns = (o->max_age_ms > 0 ? o->max_age_ms : 1000) * 1000000LL;
+	k->affinity_pct = o->affinity_pct;
+	k->sched = o->sched;
+	k->store = o->store;
+	libbpf_set_print(libbpf_log);
+
+	const char *bpffs = o->bpffs && *o->bpffs ? o->bpffs : "/sys/fs/bpf";
+	if (ensure_bpffs(bpffs, err, errlen) < 0)
+		goto fail;
+	char links[PATH_MAX + 16];
+	snprintf(k->root, sizeof(k->root), "%s/kepp", bpffs);
+	snprintf(links, sizeof(links), "%s/links", k->root);
+	int r = mkdir_p(links, 0700);
+	if (r < 0) {
+		snprintf(err, errlen, "mkdir %s: %s", links, strerror(-r));
+		goto fail;
+	}
+
+	LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = k->root);
+	k->sock = kepp_sock_bpf__open_opts(&oo);
+	if (!k->sock || (r = kepp_sock_bpf__load(k->sock)) < 0) {
+		snprintf(err, errlen, "load kepp_sock: %s", strerror(k->sock ? -r : errno));
+		goto fail;
+	}
+	k->sockops = kepp_sockops_bpf__open_opts(&oo);
+	if (!k->sockops || (r = kepp_sockops_bpf__load(k->sockops)) < 0) {
+		snprintf(err, errlen, "load kepp_sockops: %s", strerror(k->sockops ? -r : errno));
+		goto fail;
+	}
+
+	char cg[PATH_MAX];
+	if (o->cgroup && *o->cgroup)
+		snprintf(cg, sizeof(cg), "%s", o->cgroup);
+	else if (cgroup2_root(cg, sizeof(cg)) < 0) {
+		snprintf(err, errlen, "no cgroup2 mount in /proc/mounts (give --cgroup)");
+		goto fail;
+	}
+	struct stat st;
+	k->cgroup_fd = open(cg, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (k->cgroup_fd < 0 || fstat(k->cgroup_fd, &st) < 0) {
+		snprintf(err, errlen, "cgroup %s: %s", cg, strerror(errno));
+		goto fail;
+	}
+	struct bpf_program *progs[KL_COUNT] = {
+		[KL_CONNECT4] = k->sock->progs.kepp_connect4,
+		[KL_CONNECT6] = k->sock->progs.kepp_connect6,
+		[KL_GETPEER4] = k->sock->progs.kepp_getpeer4,
+		[KL_GETPEER6] = k->sock->progs.kepp_getpeer6,
+		[KL_SOCKOPS] = k->sockops->progs.kepp_sockops,
+	};
+	for (int i = 0; i < KL_COUNT; i++) {
+		char path[PATH_MAX + 64];
+		snprintf(path, sizeof(path), "%s/%s", links, link_names[i]);
+		/* A cgroup2 folder's inode number is its cgroup id. */
+		k->links[i] = attach_cgroup(progs[i], path, k->cgroup_fd, (uint64_t)st.st_ino, err,
+					    errlen);
+		if (!k->links[i])
+			goto fail;
+	}
+	k->svc_fd = bpf_map__fd(k->sock->maps.kepp_svc_v1);
+	k->be_fd = bpf_map__fd(k->sock->maps.kepp_be_v1);
+	k->verdict_fd = bpf_map__fd(k->sock->maps.kepp_verdict_v1);
+	prune_services(k);
+
+	if (o->base && o->store) {
+		int64_t us = k->max_age_ns / 4000;
+		if (us < 20000)
+			us = 20000;
+		struct timeval tv = {us / 1000000, us % 1000000};
+		k->tick = event_new(o->base, -1, EV_PERSIST, kern_tick, k);
+		if (!k->tick || event_add(k->tick, &tv) < 0) {
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
+	}
+	k->last_log_ns = kern_now_ns();
+	char ncg[32];
+	snprintf(ncg, sizeof(ncg), "%zu", k->n_svcs);
+	ulog(LOG_DEFAULT, "kernel fast path loaded", "pins", k->root, "cgroup", cg, "services",
+	     ncg, NULL);
+	return k;
+fail:
+	kern_close(k);
+	return NULL;
+}
+
+void kern_close(kern *k)
+{
+	if (!k)
+		return;
+	if (k->tick)
+		event_free(k->tick);
+	/* Closing a pinned link's fd keeps it attached: the pin holds it. */
+	for (int i = 0; i < KL_COUNT; i++)
+		bpf_link__destroy(k->links[i]);
+	kepp_sockops_bpf__destroy(k->sockops);
+	kepp_sock_bpf__destroy(k->sock);
+	if (k->cgroup_fd >= 0)
+		close(k->cgroup_fd);
+	arena_free(&k->mem);
+	free(k->bases);
+	free(k);
+}

@@ -1,0 +1,92 @@
+/* kernel: kepp's eBPF fast path. Loads the programs of bpf/, pins their maps
+ * and links under <bpffs>/kepp/ (a restarted kepp adopts them: the datapath
+ * never stops), attaches connect/getpeername/sockops to a cgroup, and
+ * publishes, for every fast-path service (a VIP:port classified to a model),
+ * a table of weighted backends computed from kepp's scores.
+ *
+ * Threads: everything here runs on the control thread (kern_open,
+ * kern_publish, kern_stats, kern_close); nothing is shared with workers.
+ */
+#ifndef KEPP_KERNEL_H
+#define KEPP_KERNEL_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sched/sched.h"
+#include "store/store.h"
+
+#define KERN_MAX_SERVICES 64
+#define KERN_MODEL_MAX 256
+
+/* One --fastpath VIP:PORT=MODEL. */
+typedef struct kern_service {
+	char vip[STORE_ADDR_MAX]; /* as given: "10.0.0.9:8000", "[fd00::9]:8000" */
+	uint8_t addr[16];         /* network order; IPv4 as ::ffff:a.b.c.d */
+	uint16_t port;            /* host order */
+	bool v6;                  /* a real IPv6 VIP (not v4-mapped) */
+	char model[KERN_MODEL_MAX];
+} kern_service;
+
+/* Parses "VIP:PORT=MODEL" ("[v6]:PORT=MODEL"). Returns 0 or -EINVAL with the
+ * reason in |err|. */
+int kern_service_parse(const char *spec, kern_service *out, char *err, size_t errlen);
+
+/* Formats a 16-byte address (v4-mapped shown as IPv4) and host-order port
+ * as Envoy would ("ip:port", "[ip]:port"). */
+void kern_format_addr(char *out, size_t cap, const uint8_t addr[16], uint16_t port);
+
+/* Parses an IP (v4 or v6, no brackets) into the 16-byte form. */
+int kern_parse_ip(const char *ip, uint8_t out[16], bool *v6);
+
+struct event_base;
+typedef struct kern kern;
+
+typedef struct kern_opts {
+	const char *bpffs;  /* bpffs mount point (default /sys/fs/bpf; mounted if absent) */
+	const char *cgroup; /* cgroup v2 folder whose processes get the fast path
+			     * (default: the cgroup2 root from /proc/mounts) */
+	const kern_service *services;
+	size_t n_services;
+	int64_t max_age_ms;    /* a table older than this is stale: connect declines */
+	uint32_t affinity_pct; /* keep a client on its pod within this % of the best; 0: off */
+	/* Republishes the current snapshot every max_age_ms/4 even without new
+	 * metrics, so a live kepp's tables never go stale. */
+	struct event_base *base;
+	store *store;
+	const sched *sched;
+} kern_opts;
+
+/* Loads, attaches (or adopts) and returns the fast path, or NULL with the
+ * reason in |err| (not logged here). */
+kern *kern_open(const kern_opts *o, char *err, size_t errlen);
+
+/* Publishes every service's table from |snap|. Returns 0 or a negative errno
+ * (logged). */
+int kern_publish(kern *k, const store_snapshot *snap);
+
+/* What the kernel saw, for logs and /metrics. */
+typedef struct kern_backend_stats {
+	char addr[STORE_ADDR_MAX];
+	int64_t inflight;   /* steered connections established and not closed */
+	uint64_t connects;  /* steered connections established, total */
+	uint64_t closes;    /* of those, closed */
+	uint32_t srtt_us;   /* smoothed RTT */
+} kern_backend_stats;
+
+#define KERN_STATS_MAX_BACKENDS 256
+
+typedef struct kern_counters {
+	/* connect decisions: steered, and the declines by reason */
+	uint64_t picked, no_service, stale, empty, all_shed;
+	size_t n_backends;
+	kern_backend_stats backends[KERN_STATS_MAX_BACKENDS];
+} kern_counters;
+
+/* Reads the kernel's counters (sums per-CPU values). Returns 0 or -errno. */
+int kern_stats(kern *k, kern_counters *out);
+
+/* Closes kepp's handles. The pinned maps and links stay: the datapath keeps
+ * working and the next kepp adopts it. */
+void kern_close(kern *k);
+#endif
