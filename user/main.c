@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -109,7 +111,8 @@ static struct {
 	int port;
 	bool debug_endpoints;
 	int64_t staleness_ms;
-} MF = {.port = 9090, .staleness_ms = 2000};
+	bool exclude_stale;
+} MF = {.port = 9090, .staleness_ms = 2000, .exclude_stale = true};
 
 static const flagdef FLAGS[] = {
 	{"grpc-port", F_INT, &F.grpc_port, "ext_proc gRPC port"},
@@ -150,7 +153,8 @@ static const flagdef FLAGS[] = {
 	{"v", F_INT, &F.v, "log verbosity: 2 default, 3 verbose, 4 debug, 5 trace"},
 	{"metrics-port", F_INT, &MF.port, "HTTP port of /metrics, /healthz and /debug/ (0: off)"},
 	{"enable-debug-endpoints", F_BOOL, &MF.debug_endpoints, "serve /debug/pool and /debug/explain on the metrics port"},
-	{"metrics-staleness-threshold", F_DURATION, &MF.staleness_ms, "endpoints with metrics older than this are not ready in the inference_pool_* gauges"},
+	{"metrics-staleness-threshold", F_DURATION, &MF.staleness_ms, "endpoints with metrics older than this are not ready in the inference_pool_* gauges (and no candidates: --exclude-stale-endpoints)"},
+	{"exclude-stale-endpoints", F_BOOL, &MF.exclude_stale, "leave endpoints with stale or missing metrics out of the candidates while others have fresh ones"},
 	{"zap-encoder", F_STR, &zap_encoder, "log encoding (json only; accepted for compatibility)"},
 };
 #define NFLAGS (sizeof(FLAGS) / sizeof(FLAGS[0]))
@@ -648,6 +652,7 @@ static void config_tick(evutil_socket_t fd, short what, void *arg)
 		     err, NULL);
 		return;
 	}
+	sched_set_staleness(s, MF.exclude_stale ? MF.staleness_ms : 0);
 	if (mx_scraper_rebind(A->mx, sched_data_layer(s)) < 0) {
 		mx_scraper *mx = scraper_new(A, s, err, sizeof(err));
 		if (!mx || (A->tgts ? mx_scraper_set_targets(mx, A->tgts, A->n_eps)
@@ -709,6 +714,52 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 static kern_service kern_svcs[KERN_MAX_SERVICES];
 
 /* Validates --kernel and the --fastpath services before anything starts. */
+/* The listeners use SO_REUSEPORT (one per worker), which would also let a
+ * second kepp, or anything else with SO_REUSEPORT, bind the same port and
+ * silently take half the connections. A bind without it first tells whether
+ * the port is free. Returns 0, or -errno (EADDRINUSE) with the port taken. */
+static int port_free(int port)
+{
+	if (port <= 0)
+		return 0;
+	struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port)};
+	struct sockaddr_in a4 = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool v6 = fd >= 0;
+	if (!v6)
+		fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int one = 1, zero = 0, r = 0;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (v6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+	if ((v6 ? bind(fd, (struct sockaddr *)&a6, sizeof(a6))
+		: bind(fd, (struct sockaddr *)&a4, sizeof(a4))) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+static int ports_free(void)
+{
+	const struct {
+		const char *flag;
+		int port;
+	} ps[] = {{"--grpc-port", F.grpc_port}, {"--grpc-health-port", F.grpc_health_port}};
+	for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) {
+		int r = port_free(ps[i].port);
+		if (r < 0) {
+			char port[16];
+			snprintf(port, sizeof(port), "%d", ps[i].port);
+			ulog(LOG_ERROR, "port in use (another kepp running?)", "flag", ps[i].flag,
+			     "port", port, "error", strerror(-r), NULL);
+			return r;
+		}
+	}
+	return 0;
+}
+
 static int kernel_mode_check(void)
 {
 	if (strcmp(F.kernel, "off") && strcmp(F.kernel, "auto") && strcmp(F.kernel, "on")) {
@@ -852,6 +903,7 @@ static int app_setup(app *A, sched_config **cfg)
 		ulog(LOG_ERROR, "invalid scheduler configuration", "error", err, NULL);
 		return -EINVAL;
 	}
+	sched_set_staleness(A->sched, MF.exclude_stale ? MF.staleness_ms : 0);
 	A->base = event_base_new();
 	if (!A->base)
 		return -ENOMEM;
@@ -1012,6 +1064,10 @@ int main(int argc, char **argv)
 		.n_methods = A.n_health_methods,
 		.name = "health",
 	};
+	if (ports_free() < 0) {
+		app_free(&A, cfg);
+		return 1;
+	}
 	A.health_server = xp_server_new(A.base, &ho, err, sizeof(err));
 	if (!A.health_server) {
 		ulog(LOG_ERROR, "cannot start the gRPC health server", "error", err, NULL);

@@ -223,3 +223,16 @@ def test_config_file_not_watched_when_disabled():
             eq(unselected(k), "routed")
             check(not any("config reloaded" in (l.get("msg") or "") for l in k.logs()),
                   k.stderr())
+
+
+def test_port_in_use_refused():
+    """SO_REUSEPORT would let a second kepp share the port silently and take
+    half the connections: it must refuse to start instead."""
+    with envoy.Kepp() as k:
+        rc, err = run_kepp("--endpoints", "127.0.0.1:8000", "--grpc-port", str(k.grpc_port))
+        eq(rc, 1, "exit code")
+        check("port in use" in err and "--grpc-port" in err, err)
+        rc, err = run_kepp("--endpoints", "127.0.0.1:8000",
+                           "--grpc-health-port", str(k.health_port))
+        eq(rc, 1, "exit code")
+        check("--grpc-health-port" in err, err)

@@ -1240,6 +1240,11 @@ void sched_free(sched *s)
 	free(s);
 }
 
+void sched_set_staleness(sched *s, int64_t ms)
+{
+	s->stale_ms = ms > 0 ? ms : 0;
+}
+
 void sched_ref(const sched *s)
 {
 	atomic_fetch_add(&((sched *)s)->refs, 1);

@@ -126,6 +126,7 @@ struct sched {
 	const sched_plugin **preparers; /* plugins with prepare/pre_request hooks */
 	size_t n_preparers;
 	inflight *inflight; /* NULL when no plugin reads in-flight counts */
+	int64_t stale_ms;   /* sched_set_staleness; 0: off */
 	sched_datalayer dl;
 };
 

@@ -187,17 +187,31 @@ static bool subset_match(const sched_request *req, const store_endpoint *ep)
 }
 
 /* Candidates of spec §2.4: all endpoints without a hint, else those the
- * hint lists (an explicit empty list gives none). */
-static size_t candidates(const store_snapshot *snap, const sched_request *req,
-			 const store_endpoint **out)
+ * hint lists (an explicit empty list gives none). Beyond the reference: with
+ * a staleness limit, endpoints whose metrics are missing or older than it
+ * (a dead pod, or one whose /metrics hangs) are left out while any candidate
+ * has fresh metrics; when none has, all stay (fail open). Without this, a
+ * dead pod's last metrics and its in-flight count, which drops as the
+ * gateway's requests to it fail, would keep attracting traffic. */
+static size_t candidates(const sched *s, const store_snapshot *snap, const sched_request *req,
+			 int64_t now_ns, const store_endpoint **out)
 {
-	size_t n = 0;
+	size_t n = 0, fresh = 0;
+	int64_t limit = s->stale_ms * 1000000LL;
 	for (uint32_t i = 0; i < snap->n_endpoints; i++) {
 		const store_endpoint *ep = &snap->endpoints[i];
-		if (!req->has_subset || subset_match(req, ep))
-			out[n++] = ep;
+		if (req->has_subset && !subset_match(req, ep))
+			continue;
+		out[n++] = ep;
+		fresh += limit > 0 && ep->m.valid && metrics_fresh(ep, now_ns, limit);
 	}
-	return n;
+	if (!fresh || fresh == n)
+		return n;
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		if (out[i]->m.valid && metrics_fresh(out[i], now_ns, limit))
+			out[k++] = out[i];
+	return k;
 }
 
 static void trace_call(sched_trace *t, const char *ext_point, const sched_plugin *p, int64_t t0)
@@ -470,12 +484,13 @@ void sched_decide(const sched *s, const store_snapshot *snap, const sched_reques
 		fail(res, SCHED_INTERNAL, "out of memory");
 		return;
 	}
-	size_t n = candidates(snap, req, cands);
+	int64_t now = now_ns();
+	size_t n = candidates(s, snap, req, now, cands);
 	sched_ctx ctx = {
 		.s = s,
 		.req = req,
 		.target_model = res->target_model,
-		.now_ns = now_ns(),
+		.now_ns = now,
 		.a = a,
 		.api = api,
 		.body = s->passthrough ? NULL : &br,

@@ -161,6 +161,10 @@ void sched_free(sched *s);
  * one reference; sched_unref of the last one frees it. */
 void sched_ref(const sched *s);
 void sched_unref(const sched *s);
+/* Endpoints whose metrics are missing or older than |ms| are no candidates
+ * while another candidate has fresh metrics (0: off, the reference's
+ * behaviour). Call before the sched is published. */
+void sched_set_staleness(sched *s, int64_t ms);
 /* Name of the primary scheduling profile (for logs and error texts). */
 const char *sched_profile_name(const sched *s);
 
