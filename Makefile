@@ -78,6 +78,10 @@ $(LIB): $(USER_OBJS) $(PROTO_O)
 	$(Q)rm -f $@
 	$(Q)ar rcs $@ $^
 
+# The commit in inference_extension_info{commit}; "unknown" outside a git tree.
+KEPP_COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+$(BUILD)/obj/user/main.o: KCFLAGS += -DKEPP_COMMIT='"$(KEPP_COMMIT)"'
+
 $(BUILD)/kepp: $(BUILD)/obj/user/main.o $(LIB)
 	@echo "  LD $@"
 	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)

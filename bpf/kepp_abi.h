@@ -100,6 +100,13 @@ struct kepp_vip_stats {
 	__u64 syn_shed; /* SYNs dropped while the pool was saturated */
 };
 
+/* Slots of the fallback listener SOCKMAP (kepp_fb_v1). */
+enum {
+	KEPP_FB_INET = 0,
+	KEPP_FB_INET6 = 1,
+	KEPP_FB_SLOTS,
+};
+
 /* Which decision connect took, for tests and counters. */
 enum kepp_verdict {
 	KEPP_PICKED = 0,

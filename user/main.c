@@ -27,6 +27,7 @@
 #include "extproc/health.h"
 #include "k8s/k8s.h"
 #include "kernel/kernel.h"
+#include "proxy/proxy.h"
 #include "metrics/metrics.h"
 #include "sched/config.h"
 #include "sched/sched.h"
@@ -104,6 +105,8 @@ typedef struct strlist {
 static struct {
 	strlist fastpath;
 	const char *bpffs, *cgroup;
+	int affinity_pct;
+	strlist xdp_iface;
 } KF = {.bpffs = "/sys/fs/bpf"};
 
 /* Observability flags (user/admin). */
@@ -144,6 +147,8 @@ static const flagdef FLAGS[] = {
 	{"fastpath", F_LIST, &KF.fastpath, "fast-path service VIP:PORT=MODEL (repeatable)"},
 	{"bpffs", F_STR, &KF.bpffs, "bpffs mount point for kepp's pinned maps and links (mounted if absent)"},
 	{"cgroup", F_STR, &KF.cgroup, "cgroup v2 folder whose processes get the fast path (default: the cgroup2 root)"},
+	{"xdp-iface", F_LIST, &KF.xdp_iface, "interface that gets kepp's XDP program: per-VIP counters, SYNs to sheddable services dropped while the pool is saturated (repeatable)"},
+	{"fastpath-affinity-margin", F_INT, &KF.affinity_pct, "fast path: a client (cgroup) stays on its pod while the pod's weight is within this percent of the best (0: off)"},
 	{"refresh-metrics-interval", F_DURATION, &F.refresh_metrics_ms, "how often every endpoint's /metrics is scraped"},
 	{"drain-timeout", F_DURATION, &F.drain_timeout_ms, "on SIGTERM, how long streams in flight may finish"},
 	{"max-message-bytes", F_BYTES, &F.max_message_bytes, "largest gRPC message accepted"},
@@ -302,6 +307,7 @@ typedef struct app {
 	k8s_source *ks;  /* pool, objects and pods from it */
 	k8s_elector *ke; /* --ha-enable-leader-election */
 	kern *kern; /* NULL when the kernel fast path is off or did not load */
+	proxy *proxy; /* the fallback path of the fast path, with kern */
 	adm *adm;   /* metrics, /metrics and debug endpoints */
 	arena fill_mem;
 } app;
@@ -773,6 +779,10 @@ static int kernel_mode_check(void)
 			return -EINVAL;
 		}
 	}
+	if (KF.affinity_pct < 0 || KF.affinity_pct > 100) {
+		ulog(LOG_ERROR, "--fastpath-affinity-margin must be 0..100 (percent)", NULL);
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -802,6 +812,9 @@ static int kernel_start(app *A)
 		.services = kern_svcs,
 		.n_services = (size_t)KF.fastpath.n,
 		.max_age_ms = max_age,
+		.affinity_pct = (uint32_t)KF.affinity_pct,
+		.xdp_ifaces = KF.xdp_iface.v,
+		.n_xdp_ifaces = (size_t)KF.xdp_iface.n,
 		.base = A->base,
 		.store = A->store,
 		.sched = A->sched,
@@ -817,6 +830,27 @@ static int kernel_start(app *A)
 		ulog(LOG_DEFAULT, "kernel fast path not loaded; serving ext_proc only", "kernel",
 		     "auto", "reason", err, NULL);
 		return 0;
+	}
+	/* The fallback path: sk_lookup hands the proxy what connect declined. */
+	static proxy_service ps[KERN_MAX_SERVICES];
+	for (int i = 0; i < KF.fastpath.n; i++) {
+		memcpy(ps[i].addr, kern_svcs[i].addr, sizeof(ps[i].addr));
+		ps[i].port = kern_svcs[i].port;
+		snprintf(ps[i].model, sizeof(ps[i].model), "%s", kern_svcs[i].model);
+	}
+	proxy_opts po = {.store = A->store, .services = ps, .n_services = (size_t)KF.fastpath.n,
+			 .max_body_bytes = (size_t)F.max_body_bytes};
+	A->proxy = proxy_new(&po, err, sizeof(err));
+	int fr = A->proxy ? kern_set_fallback(A->kern, proxy_fd(A->proxy, AF_INET),
+					      proxy_fd(A->proxy, AF_INET6))
+			  : -EINVAL;
+	if (fr < 0) {
+		if (A->proxy)
+			snprintf(err, sizeof(err), "SOCKMAP update: %s", strerror(-fr));
+		ulog(LOG_ERROR, "no fallback proxy: connections the kernel declines reach the VIP itself",
+		     "error", err, NULL);
+		if (on)
+			return -ENOTSUP;
 	}
 	const store_snapshot *snap = store_acquire(A->store);
 	kern_publish(A->kern, snap);
@@ -955,6 +989,7 @@ static void app_free(app *A, sched_config *cfg)
 	k8s_source_free(A->ks);
 	k8s_client_free(A->kc);
 	kern_close(A->kern);
+	proxy_free(A->proxy);
 	for (int i = 0; A->workers && i < A->n_workers; i++) {
 		worker *w = &A->workers[i];
 		if (w->drain_tick)

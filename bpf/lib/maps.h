@@ -44,14 +44,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kepp_aff_v1 SEC(".maps");
 
-/* Slot 0: kepp's userspace fallback listener (sk_lookup assigns to it). */
+/* kepp's userspace fallback listeners, by KEPP_FB_* slot (sk_lookup assigns
+ * to them). One per family: a socket bound to ::1 is IPv6-only. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKMAP);
-	__uint(max_entries, 1);
+	__uint(max_entries, KEPP_FB_SLOTS);
 	__type(key, __u32);
 	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} kepp_fallback SEC(".maps");
+} kepp_fb_v1 SEC(".maps");
 
 /* XDP packet and byte counters per VIP:port. */
 struct {

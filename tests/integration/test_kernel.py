@@ -3,8 +3,10 @@ creates, its BPF programs attached to a cgroup the test creates, pins in a
 private bpffs. Three backends on distinct IPs serve /metrics with different
 load; a client in the cgroup connects to the VIP and must land on the
 best-scored backend while getpeername() still shows the VIP; sockops counts
-the connections in flight; a stale table declines (the connection keeps the
-VIP); a restarted kepp adopts the pinned datapath.
+the connections in flight; a stale table declines and sk_lookup hands the
+connection to kepp's fallback proxy, which schedules each request; with kepp
+gone the VIP's own listener answers; a restarted kepp adopts the pinned
+datapath.
 
 Needs root, bpffs and cgroup2. Under CI=true a missing capability fails the
 test; elsewhere it is reported as a failure too, with the reason (a BPF
@@ -14,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -33,14 +36,47 @@ BEST = "10.77.0.2"
 # One process serves every backend address: /metrics with the load given on
 # the command line ("ip=waiting,kv"), anything else answers its own address.
 BACKEND_SERVER = r"""
-import sys, threading
+import json, os, socket, sys, threading, time
+# --load-file=PATH first: while PATH exists, its "waiting,kv" is every
+# backend's load.
+LOAD_FILE = sys.argv.pop(1)[12:] if sys.argv[1].startswith("--load-file=") else None
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        # What the pod saw, as JSON; SSE in chunks when the body asks to stream.
+        ip, port = self.server.server_address[:2]
+        ip = "[%s]" % ip if ":" in ip else ip
+        n = int(self.headers.get("Content-Length", "0"))
+        req = json.loads(self.rfile.read(n) or b"{}")
+        info = {"served_by": "%s:%d" % (ip, port), "model": req.get("model"),
+                "dest": self.headers.get("x-gateway-destination-endpoint"),
+                "via": self.headers.get("Via"), "te": self.headers.get("Transfer-Encoding")}
+        if req.get("stream"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(3):
+                ev = ("data: %s\n\n" % json.dumps(dict(info, i=i))).encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
+                self.wfile.flush()
+                time.sleep(0.05)
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        body = json.dumps(info).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
     def do_GET(self):
         ip, port = self.server.server_address[:2]
+        ip = "[%s]" % ip if ":" in ip else ip
         if self.path == "/metrics":
             w, kv = self.server.load
+            if LOAD_FILE and os.path.exists(LOAD_FILE):
+                w, kv = open(LOAD_FILE).read().split(",")
             body = ("# TYPE vllm:num_requests_waiting gauge\n"
                     "vllm:num_requests_waiting{model_name=\"m\"} %s\n"
                     "# TYPE vllm:num_requests_running gauge\n"
@@ -57,10 +93,12 @@ class H(BaseHTTPRequestHandler):
         pass
 # A client that goes away mid-answer (a stopped or killed kepp) is no error.
 ThreadingHTTPServer.handle_error = lambda self, request, client_address: None
+class Server6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 for spec in sys.argv[1:]:
     addr, load = spec.split("=")
     ip, port = addr.rsplit(":", 1)
-    s = ThreadingHTTPServer((ip, int(port)), H)
+    s = (Server6 if ":" in ip else ThreadingHTTPServer)((ip, int(port)), H)
     s.load = load.split(",")
     threading.Thread(target=s.serve_forever, daemon=True).start()
 print("ready", flush=True)
@@ -97,6 +135,33 @@ if hold > 0:
 """
 
 
+# An HTTP client on one keep-alive connection: every argument is a request
+# body (JSON text; "chunked:" first sends it chunked); prints one JSON line
+# per answer.
+HTTP_CLIENT = r"""
+import http.client, json, sys
+vip, port = sys.argv[1], int(sys.argv[2])
+c = http.client.HTTPConnection(vip, port, timeout=10)
+for body in sys.argv[3:]:
+    chunked = body.startswith("chunked:")
+    if chunked:
+        c.request("POST", "/v1/completions", body=iter([body[8:].encode()]),
+                  headers={"Content-Type": "application/json"}, encode_chunked=True)
+    else:
+        c.request("POST", "/v1/completions", body=body.encode(),
+                  headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    data = r.read().decode()
+    print(json.dumps({"status": r.status, "via": r.getheader("Via"),
+                      "ctype": r.getheader("Content-Type"), "body": data,
+                      "peer": list(c.sock.getpeername()[:2])}), flush=True)
+"""
+
+
+def hostport(ip, port):
+    return "[%s]:%d" % (ip, port) if ":" in ip else "%s:%d" % (ip, port)
+
+
 def run(*cmd, check_rc=True):
     p = subprocess.run(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     if check_rc and p.returncode != 0:
@@ -131,7 +196,8 @@ def require_privileges():
 class Env:
     """A netns with the VIP and backend IPs on lo, a cgroup, a private bpffs."""
 
-    def __init__(self):
+    def __init__(self, vip=VIP, backends=BACKENDS):
+        self.vip, self.be_ips = vip, backends
         tag = "%d-%d" % (os.getpid(), int(time.time() * 1000) % 100000)
         self.ns = "kepp-it-" + tag
         self.cg = os.path.join(cgroup2_root(), "kepp-it-" + tag)
@@ -139,14 +205,19 @@ class Env:
         self.bpffs = os.path.join(self.tmp, "bpffs")
         self.procs = []
         self.kepps = []
+        self.peer = None  # a second netns on a veth pair (xdp tests)
+        self.load_file = os.path.join(self.tmp, "load")
 
     def __enter__(self):
         require_privileges()
         try:
             run("ip", "netns", "add", self.ns)
             run("ip", "-n", self.ns, "link", "set", "lo", "up")
-            for ip in BACKENDS + [VIP]:
-                run("ip", "-n", self.ns, "addr", "add", ip + "/32", "dev", "lo")
+            for ip in self.be_ips + [self.vip]:
+                if ":" in ip:
+                    run("ip", "-n", self.ns, "addr", "add", ip + "/128", "dev", "lo", "nodad")
+                else:
+                    run("ip", "-n", self.ns, "addr", "add", ip + "/32", "dev", "lo")
             os.mkdir(self.bpffs)
             run("mount", "-t", "bpf", "bpf", self.bpffs)
             os.mkdir(self.cg)
@@ -177,16 +248,32 @@ class Env:
                 except OSError:
                     time.sleep(0.05)
         run("ip", "netns", "del", self.ns, check_rc=False)
+        if self.peer:
+            run("ip", "netns", "del", self.peer, check_rc=False)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def nsenter(self):
-        return ["nsenter", "--net=/run/netns/" + self.ns]
+    def nsenter(self, ns=None):
+        return ["nsenter", "--net=/run/netns/" + (ns or self.ns)]
 
-    def spawn(self, args, cgroup=False, **kw):
+    def add_peer(self, iface):
+        """A second netns joined to this one by a veth pair (|iface| on
+        kepp's side, 10.78.0.1/24), routing the VIP over it."""
+        self.peer = self.ns + "-p"
+        run("ip", "netns", "add", self.peer)
+        run("ip", "link", "add", iface, "netns", self.ns, "type", "veth", "peer", "name",
+            "kp0", "netns", self.peer)
+        run("ip", "-n", self.ns, "addr", "add", "10.78.0.1/24", "dev", iface)
+        run("ip", "-n", self.ns, "link", "set", iface, "up")
+        run("ip", "-n", self.peer, "addr", "add", "10.78.0.2/24", "dev", "kp0")
+        run("ip", "-n", self.peer, "link", "set", "kp0", "up")
+        run("ip", "-n", self.peer, "link", "set", "lo", "up")
+        run("ip", "-n", self.peer, "route", "add", self.vip + "/32", "via", "10.78.0.1")
+
+    def spawn(self, args, cgroup=False, ns=None, **kw):
         def join():
             with open(os.path.join(self.cg, "cgroup.procs"), "w") as f:
                 f.write(str(os.getpid()))
-        p = subprocess.Popen(self.nsenter() + args, preexec_fn=join if cgroup else None,
+        p = subprocess.Popen(self.nsenter(ns) + args, preexec_fn=join if cgroup else None,
                              stdin=subprocess.DEVNULL, **kw)
         self.procs.append(p)
         return p
@@ -195,13 +282,14 @@ class Env:
         """Starts the backends: |loads| maps ip -> (waiting, kv), plus a
         listener on the VIP itself that stands for the fallback path."""
         specs = ["%s:%d=%s,%s" % (ip, BE_PORT, w, kv) for ip, (w, kv) in loads.items()]
-        specs.append("%s:%d=0,0" % (VIP, VIP_PORT))
-        p = self.spawn([PY, "-c", BACKEND_SERVER] + specs, stdout=subprocess.PIPE)
+        specs.append("%s:%d=0,0" % (self.vip, VIP_PORT))
+        p = self.spawn([PY, "-c", BACKEND_SERVER, "--load-file=" + self.load_file] + specs,
+                       stdout=subprocess.PIPE)
         if p.stdout.readline().strip() != b"ready":
             raise TestFailure("backend servers did not start")
 
     def client(self, n=1, hold=0.0, cgroup=True, wait=True):
-        p = self.spawn([PY, "-c", CLIENT, VIP, str(VIP_PORT), str(n), str(hold)], cgroup=cgroup,
+        p = self.spawn([PY, "-c", CLIENT, self.vip, str(VIP_PORT), str(n), str(hold)], cgroup=cgroup,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         if not wait:
             return p
@@ -209,6 +297,23 @@ class Env:
         if p.returncode != 0:
             raise TestFailure("client failed: %s" % err.decode(errors="replace"))
         return [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+
+    def http(self, bodies, cgroup=False, wait=True, ns=None):
+        p = self.spawn([PY, "-c", HTTP_CLIENT, self.vip, str(VIP_PORT)] + list(bodies),
+                       cgroup=cgroup, ns=ns, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if not wait:
+            return p
+        out, err = p.communicate(timeout=20)
+        if p.returncode != 0:
+            raise TestFailure("http client failed: %s" % err.decode(errors="replace"))
+        return [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+
+    def connects(self, ns=None):
+        """Whether a TCP connection to the VIP opens within a second."""
+        code = ("import socket,sys\ntry:\n socket.create_connection((sys.argv[1], %d), "
+                "timeout=1)\n print('ok')\nexcept OSError:\n print('fail')" % VIP_PORT)
+        p = self.spawn([PY, "-c", code, self.vip], ns=ns, stdout=subprocess.PIPE)
+        return p.communicate(timeout=10)[0].strip() == b"ok"
 
     def kepp(self, extra=()):
         k = KernelKepp(self, extra)
@@ -227,11 +332,11 @@ class KernelKepp:
     def __init__(self, env, extra):
         self.env = env
         self.log = os.path.join(env.tmp, "kepp-%d.log" % len(env.kepps))
-        eps = ",".join("%s:%d" % (ip, BE_PORT) for ip in BACKENDS)
+        eps = ",".join(hostport(ip, BE_PORT) for ip in env.be_ips)
         self.args = [KEPP, "--secure-serving=false", "--kernel=on", "--workers", "1",
                      "--grpc-port", str(envoy.free_port()),
                      "--grpc-health-port", str(envoy.free_port()),
-                     "--endpoints", eps, "--fastpath", "%s:%d=m" % (VIP, VIP_PORT),
+                     "--endpoints", eps, "--fastpath", hostport(env.vip, VIP_PORT) + "=m",
                      "--bpffs", env.bpffs, "--cgroup", env.cg,
                      "--drain-timeout", "1s", "--v", "3"] + list(extra)
         self.proc = None
@@ -271,25 +376,32 @@ class KernelKepp:
             self.proc.wait()
 
 
+def addr_str(words):
+    """A kepp_addr's ip (four network-order words, as bpftool prints them)."""
+    raw = b"".join(w.to_bytes(4, "little") for w in words)
+    if raw[:12] == b"\0" * 10 + b"\xff\xff":
+        return socket.inet_ntop(socket.AF_INET, raw[12:])
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
 def svc_table(env):
     """The published table of the VIP: [(ip, weight)]."""
     for e in env.dump("kepp_svc_v1"):
         v = e.get("formatted", e)["value"]
         out = []
         for b in v["be"][:v["n_backends"]]:
-            ip = ".".join(str(x) for x in (b["addr"]["ip"][3]).to_bytes(4, "little"))
-            out.append((ip, b["weight"]))
+            out.append((addr_str(b["addr"]["ip"]), b["weight"]))
         return out
     return []
 
 
-def wait_scored(env, timeout=10):
-    """Waits until kepp published weights from the scraped metrics (BEST on top)."""
+def wait_scored(env, timeout=10, best=BEST):
+    """Waits until kepp published weights from the scraped metrics (|best| on top)."""
     deadline = time.time() + timeout
     table = []
     while time.time() < deadline:
         table = svc_table(env)
-        if len(table) == 3 and table[0][0] == BEST and table[0][1] > table[1][1]:
+        if len(table) == 3 and table[0][0] == best and table[0][1] > table[1][1]:
             return table
         time.sleep(0.1)
     raise TestFailure("kepp never published a scored table: %r" % (table,))
@@ -314,9 +426,12 @@ def test_connect_lands_on_best_backend(env):
     for c in env.client(n=5):
         eq(c["answer"], "%s:%d" % (BEST, BE_PORT), "backend that answered")
         eq(c["peer"], [VIP, VIP_PORT], "getpeername() shows the VIP")
-    # A process outside the cgroup is not steered: it reaches the VIP itself.
-    for c in env.client(n=1, cgroup=False):
-        eq(c["answer"], "%s:%d" % (VIP, VIP_PORT), "unsteered connection")
+    # A process outside the cgroup is not steered at connect(): sk_lookup
+    # hands it to kepp's fallback proxy, which picks a pod for it (a GET
+    # has no body: any pod, spec §2.7 step 1).
+    for c in env.client(n=2, cgroup=False):
+        check(c["answer"] in ["%s:%d" % (ip, BE_PORT) for ip in BACKENDS],
+              "unsteered connection served by a pod through the proxy: %r" % c)
 
 
 def inflight(env):
@@ -361,18 +476,82 @@ def test_sockops_counts_inflight(env):
        "every counted connection closed")
 
 
+def verdicts(env):
+    """connect() decisions so far: {picked, stale, ...} summed over CPUs."""
+    names = ["picked", "no_service", "stale", "empty", "all_shed"]
+    out = dict.fromkeys(names, 0)
+    for e in env.dump("kepp_verdict_v1"):
+        f = e.get("formatted", e)
+        out[names[f["key"]]] += sum(v["value"] for v in f["values"])
+    return out
+
+
 def test_stale_table_declines(env):
     k = env.kepp()
     wait_scored(env)
     k.proc.send_signal(signal.SIGSTOP)
     try:
         time.sleep(1.6)  # the table's max age is 1s with the default scrape interval
-        for c in env.client(n=2):
-            eq(c["answer"], "%s:%d" % (VIP, VIP_PORT), "declined: the VIP keeps the connection")
+        before = verdicts(env)["stale"]
+        # Declined at connect(): the connection keeps the VIP and sk_lookup
+        # queues it on the (stopped) kepp's fallback listener.
+        p = env.http(['{"prompt":"hi"}'], cgroup=True, wait=False)
+        deadline = time.time() + 5
+        while verdicts(env)["stale"] == before and time.time() < deadline:
+            time.sleep(0.05)
+        eq(verdicts(env)["stale"], before + 1, "connect() declined a stale table")
     finally:
         k.proc.send_signal(signal.SIGCONT)
+    out, err = p.communicate(timeout=20)
+    r = json.loads(out.decode().splitlines()[0])
+    eq(r["via"], "1.1 kepp", "declined connection answered through the proxy")
+    eq(r["peer"], [VIP, VIP_PORT], "the client is connected to the VIP itself")
+    eq(json.loads(r["body"])["served_by"], "%s:%d" % (BEST, BE_PORT), "the proxy's pick")
     time.sleep(0.5)
     eq(env.client(n=1)[0]["answer"], "%s:%d" % (BEST, BE_PORT), "steered again once fresh")
+
+
+def test_killed_kepp_leaves_the_vip(env):
+    k = env.kepp()
+    wait_scored(env)
+    k.kill()
+    # The fallback listener died with kepp (the kernel dropped it from the
+    # SOCKMAP); once the table is stale every connection keeps the VIP and
+    # the normal socket lookup answers.
+    time.sleep(1.3)
+    for c in env.client(n=2):
+        eq(c["answer"], "%s:%d" % (VIP, VIP_PORT), "kepp gone: the VIP's own listener")
+    eq(env.client(n=1, cgroup=False)[0]["answer"], "%s:%d" % (VIP, VIP_PORT),
+       "kepp gone: no fallback proxy")
+
+
+def test_fallback_proxy_schedules_requests(env):
+    env.kepp()
+    wait_scored(env)
+    dest = "%s:%d" % (BEST, BE_PORT)
+    # One keep-alive connection from outside the cgroup: every request is
+    # scheduled on its own; a body without a model gets the service's.
+    rs = env.http(['{"prompt":"hi"}', '{"model":"m","prompt":"again"}',
+                   'chunked:{"prompt":"chunked body"}', '{"prompt":"s","stream":true}',
+                   '{"prompt":', '{"model":"m","prompt":"after an error"}'])
+    eq(len(rs), 6, "answers on one connection: %r" % rs)
+    for r in rs[:3] + rs[5:]:
+        eq(r["status"], 200, "status: %r" % r)
+        eq(r["via"], "1.1 kepp", "through the proxy")
+        eq(r["peer"], [VIP, VIP_PORT], "connected to the VIP")
+        b = json.loads(r["body"])
+        eq(b["served_by"], dest, "the best-scored pod")
+        eq(b["model"], "m", "model (injected from --fastpath when absent)")
+        eq(b["dest"], dest, "x-gateway-destination-endpoint to the pod")
+        eq(b["te"], None, "the pod gets a Content-Length body")
+    # SSE streams through, re-chunked.
+    eq(rs[3]["ctype"], "text/event-stream", "SSE content type")
+    events = [json.loads(x[6:]) for x in rs[3]["body"].split("\n\n") if x.startswith("data: ")]
+    eq([e["i"] for e in events], [0, 1, 2], "every SSE event: %r" % rs[3]["body"])
+    eq(events[0]["served_by"], dest, "streamed from the best pod")
+    # A body the parser refuses: spec §2.8's status and text, keep-alive kept.
+    eq(rs[4]["status"], 400, "bad body")
+    check(rs[4]["body"].startswith("inference error: BadRequest - "), rs[4]["body"])
 
 
 def test_restart_adopts_pinned_datapath(env):
@@ -388,3 +567,122 @@ def test_restart_adopts_pinned_datapath(env):
     eq(len(json.loads(links)), 5, "one attachment per program after the restart: " + links)
     wait_scored(env)
     eq(env.client(n=1)[0]["answer"], "%s:%d" % (BEST, BE_PORT), "steered after the restart")
+
+
+VIP6 = "fd77::1:1"
+BACKENDS6 = ["fd77::1", "fd77::2", "fd77::3"]
+BEST6 = "fd77::2"
+
+
+def test_ipv6_connect_and_getpeername():
+    with Env(vip=VIP6, backends=BACKENDS6) as env:
+        env.backends({"fd77::1": (5, 0.8), BEST6: (0, 0.1), "fd77::3": (3, 0.6)})
+        env.kepp()
+        wait_scored(env, best=BEST6)
+        # connect6 steers to the best pod; getpeername6 shows the VIP.
+        for c in env.client(n=3):
+            eq(c["answer"], "[%s]:%d" % (BEST6, BE_PORT), "IPv6 backend that answered")
+            eq(c["peer"], [VIP6, VIP_PORT], "getpeername() shows the IPv6 VIP")
+        # Outside the cgroup: sk_lookup hands it to the proxy's IPv6 listener.
+        r = env.http(['{"prompt":"v6"}'])[0]
+        eq(r["via"], "1.1 kepp", "through the proxy")
+        eq(r["peer"], [VIP6, VIP_PORT], "connected to the IPv6 VIP")
+        eq(json.loads(r["body"])["served_by"], "[%s]:%d" % (BEST6, BE_PORT), "the proxy's pick")
+
+
+SHEDDABLE_MODEL = """\
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceModel
+metadata:
+  name: m
+  namespace: default
+spec:
+  modelName: m
+  criticality: Sheddable
+  poolRef:
+    name: pool
+"""
+
+
+def vip_counters(env):
+    out = {"packets": 0, "bytes": 0, "syn_shed": 0}
+    for e in env.dump("kepp_vip_v1"):
+        for v in e.get("formatted", e)["values"]:
+            for k in out:
+                out[k] += v["value"][k]
+    return out
+
+
+def svc_flags(env):
+    for e in env.dump("kepp_svc_v1"):
+        return e.get("formatted", e)["value"]["flags"]
+    return 0
+
+
+def wait_flags(env, want, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if svc_flags(env) & 3 == want:
+            return
+        time.sleep(0.05)
+    raise TestFailure("service flags never became %d (now %d)" % (want, svc_flags(env)))
+
+
+def test_xdp_counts_and_sheds_syns(env):
+    env.add_peer("kx0")
+    manifests = os.path.join(env.tmp, "models.yaml")
+    with open(manifests, "w") as f:
+        f.write(SHEDDABLE_MODEL)
+    k = env.kepp(["--xdp-iface", "kx0", "--manifests", manifests])
+    wait_scored(env)
+    out = run(*env.nsenter(), "ip", "-j", "link", "show", "kx0")
+    check("xdp" in out, "XDP attached to kx0: " + out)
+    check(os.path.isdir(os.path.join(env.bpffs, "xdp")), "libxdp pinned into kepp's bpffs")
+    # Not saturated: a client across the veth is served (through the proxy)
+    # and counted.
+    wait_flags(env, 1)  # sheddable, not saturated
+    r = env.http(['{"prompt":"x"}'], ns=env.peer)[0]
+    eq(json.loads(r["body"])["served_by"], "%s:%d" % (BEST, BE_PORT), "served across the veth")
+    c = vip_counters(env)
+    check(c["packets"] >= 4 and c["bytes"] > 200, "XDP counted the connection: %r" % c)
+    eq(c["syn_shed"], 0, "nothing shed")
+    # Every pod over the saturation thresholds: SYNs to the sheddable VIP drop.
+    with open(env.load_file, "w") as f:
+        f.write("50,0.99")
+    wait_flags(env, 3)
+    check(not env.connects(ns=env.peer), "SYN dropped while saturated")
+    check(vip_counters(env)["syn_shed"] >= 1, "shed SYNs counted: %r" % vip_counters(env))
+    os.unlink(env.load_file)
+    wait_flags(env, 1)
+    check(env.connects(ns=env.peer), "SYN passes once the pool has room")
+    # A restarted kepp adopts the attached program (same pinned maps).
+    k.stop()
+    k2 = env.kepp(["--xdp-iface", "kx0", "--manifests", manifests])
+    k2.wait_log("adopted the attached XDP program", 5)
+    out = run(*env.nsenter(), "ip", "-j", "link", "show", "kx0")
+    check("xdp" in out, "XDP still attached after the restart: " + out)
+
+
+def test_affinity_margin_keeps_a_client_on_its_pod(env):
+    env.kepp(["--fastpath-affinity-margin", "100", "--refresh-metrics-interval", "5s"])
+    wait_scored(env)
+    e = env.dump("kepp_svc_v1")[0].get("formatted", {})["value"]
+    eq(e["flags"] & 4, 4, "affinity flag published")
+    eq(e["affinity_pct"], 100, "affinity margin published")
+    # Held connections from one client (cgroup): without affinity the live
+    # in-flight correction spreads them (test_sockops_counts_inflight); with
+    # a 100% margin the client stays on its first pod.
+    p = env.client(n=4, hold=30, wait=False)
+    answers = []
+    while len(answers) < 4:
+        line = p.stdout.readline()
+        if not line:
+            raise TestFailure("client died: %s" % p.stderr.read().decode(errors="replace"))
+        if line.startswith(b"{"):
+            answers.append(json.loads(line)["answer"])
+    p.kill()
+    p.wait()
+    eq(answers, ["%s:%d" % (BEST, BE_PORT)] * 4, "every connection on the client's pod")
+    aff = env.dump("kepp_aff_v1")
+    eq(len(aff), 1, "one affinity entry (the test cgroup): %r" % aff)
+    eq(addr_str(aff[0]["formatted"]["value"]["backend"]["ip"]), BEST, "remembered pod")

@@ -40,6 +40,25 @@ static char *params_str(const sched_plugin_spec *p)
 	return p->params ? cJSON_PrintUnformatted(p->params) : NULL;
 }
 
+/* Every example config in deploy/examples/ builds a scheduler. */
+static void test_examples_build(void)
+{
+	const char *files[] = {"deploy/examples/endpointpickerconfig.yaml",
+			       "deploy/examples/conformance-plugins.yaml",
+			       "deploy/examples/lora-config.yaml"};
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		sched_config *c = NULL;
+		char err[512] = "";
+		CHECK_INT(sched_config_load_file(files[i], &c, err, sizeof(err)), 0);
+		sched *s = c ? sched_new(c, err, sizeof(err)) : NULL;
+		if (!s)
+			fprintf(stderr, "  %s: %s\n", files[i], err);
+		CHECK(s != NULL);
+		sched_free(s);
+		sched_config_free(c);
+	}
+}
+
 static void test_example_file(void)
 {
 	sched_config *c = NULL;
@@ -569,6 +588,7 @@ static void test_files(void)
 int main(void)
 {
 	RUN(test_example_file);
+	RUN(test_examples_build);
 	RUN(test_conformance_file);
 	RUN(test_empty_plugins);
 	RUN(test_all_sections);

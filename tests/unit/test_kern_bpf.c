@@ -228,7 +228,7 @@ static void test_sk_lookup_fallback(void)
 	}
 	int prog = bpf_program__fd(skel->progs.kepp_sk_lookup);
 	int svc = bpf_map__fd(skel->maps.kepp_svc_v1);
-	int fb = bpf_map__fd(skel->maps.kepp_fallback);
+	int fb = bpf_map__fd(skel->maps.kepp_fb_v1);
 	uint64_t cookie = 1;
 
 	put_svc(svc, "10.1.1.1", 80, 0, mono_ns());

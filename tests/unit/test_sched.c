@@ -33,6 +33,7 @@ struct pod {
 	uint16_t port;   /* 0: 8000 */
 	const char *ip;  /* NULL: 192.168.1.<i+1> */
 	bool stale;
+	int max_lora;
 };
 
 /* queue, kv, running LoRA adapters */
@@ -65,6 +66,7 @@ static store_snapshot *snap_of(store_catalog *cat, const struct pod *p, size_t n
 		e->m.waiting_queue = p[i].q;
 		e->m.kv_usage = p[i].kv;
 		e->m.running = p[i].running;
+		e->m.max_lora = p[i].max_lora;
 		uint32_t na = 0;
 		for (; na < 4 && p[i].active[na]; na++)
 			actives[i][na] = p[i].active[na];
@@ -1228,6 +1230,134 @@ static void test_inflight_table(void)
 	inflight_free(t);
 }
 
+static sched *lora_sched(const char *params)
+{
+	struct tcfg *t = cfg_new();
+	cfg_plugin(t, "lora", "lora-affinity-scorer", params, 3);
+	cfg_plugin(t, "max", "max-score-picker", NULL, 4);
+	sched_profile_spec *p = cfg_profile(t, "default", 5);
+	cfg_ref(p, "lora", 1, 6);
+	cfg_ref(p, "max", NAN, 7);
+	sched *s = build(t);
+	cfg_free(t);
+	return s;
+}
+
+static const char *lora_pick(const sched *s, const store_snapshot *snap, const char *adapter,
+			     const char *only)
+{
+	struct reqb b;
+	char body[128];
+	snprintf(body, sizeof(body), "{\"model\":\"%s\",\"prompt\":\"x\"}", adapter);
+	req_body(&b, body);
+	sched_str sub1[] = {sstr(only ? only : "")};
+	if (only) {
+		b.r.has_subset = true;
+		b.r.subset = sub1;
+		b.r.n_subset = 1;
+	}
+	decide(s, snap, &b);
+	static char out[64];
+	snprintf(out, sizeof(out), "%s", res.err == SCHED_OK ? res.targets : "error");
+	sched_request_done(s, &res);
+	return out;
+}
+
+/* residentAdapters: adapters kepp sent to a pod stay "loaded" there, in an
+ * LRU of the pod's max_lora slots, though the metrics no longer list them. */
+static const char *build_err_lora(const char *params)
+{
+	struct tcfg *t = cfg_new();
+	cfg_plugin(t, "lora", "lora-affinity-scorer", params, 3);
+	const char *e = build_err(t);
+	cfg_free(t);
+	return e;
+}
+
+static void test_lora_resident_adapters(void)
+{
+	store_catalog *cat = store_catalog_new();
+	store_catalog_finish(cat);
+	struct pod pods[] = {{.max_lora = 2}, {.max_lora = 2}};
+	store_snapshot *snap = snap_of(cat, pods, 2);
+	sched *ref = lora_sched(NULL), *res_s = lora_sched("{\"residentAdapters\": true}");
+	CHECK(ref && res_s);
+	if (!ref || !res_s)
+		goto out;
+	/* Without the model both pods score 0.8 (room to load): ties drawn at
+	 * random, so 20 picks land on both. */
+	bool seen[2] = {false, false};
+	for (int i = 0; i < 40; i++)
+		seen[strcmp(lora_pick(ref, snap, "a", NULL), "192.168.1.1:8000") == 0 ? 0 : 1] = true;
+	CHECK(seen[0] && seen[1]);
+	/* With it, the pod that got "a" first keeps it. */
+	const char *first = lora_pick(res_s, snap, "a", NULL);
+	char want[64];
+	snprintf(want, sizeof(want), "%s", first);
+	for (int i = 0; i < 20; i++)
+		CHECK_STR(lora_pick(res_s, snap, "a", NULL), want);
+	/* LRU of max_lora = 2: b and c sent to pod 1 push a out there. */
+	CHECK_STR(lora_pick(res_s, snap, "b", "192.168.1.1:8000"), "192.168.1.1:8000");
+	CHECK_STR(lora_pick(res_s, snap, "c", "192.168.1.1:8000"), "192.168.1.1:8000");
+	for (int i = 0; i < 10; i++) {
+		CHECK_STR(lora_pick(res_s, snap, "c", NULL), "192.168.1.1:8000");
+		CHECK_STR(lora_pick(res_s, snap, "b", NULL), "192.168.1.1:8000");
+	}
+	/* A dry run (explain) learns nothing. */
+	struct reqb b;
+	req_body(&b, "{\"model\":\"d\",\"prompt\":\"x\"}");
+	b.r.dry_run = true;
+	sched_str p2[] = {sstr("192.168.1.2:8000")};
+	b.r.has_subset = true;
+	b.r.subset = p2;
+	b.r.n_subset = 1;
+	decide(res_s, snap, &b);
+	const store_endpoint *both[] = {&snap->endpoints[0], &snap->endpoints[1]};
+	double sc[2];
+	score(res_s, "lora", both, 2, "d", sc);
+	CHECK(sc[0] == 0.8 && sc[1] == 0.8);
+	score(res_s, "lora", both, 2, "c", sc);
+	CHECK(sc[0] == 0.9 && sc[1] == 0.8);
+	CHECK(strcmp(build_err_lora("{\"residentAdapters\": 3}"), "(accepted)") != 0);
+out:
+	sched_free(ref);
+	sched_free(res_s);
+	store_release(snap);
+	store_catalog_unref(cat);
+}
+
+/* Stale candidates leave while others are fresh; all stale: all stay. */
+static void test_stale_candidates(void)
+{
+	store_catalog *cat = store_catalog_new();
+	store_catalog_finish(cat);
+	struct tcfg *t = cfg_new();
+	cfg_plugin(t, "q", "queue-scorer", NULL, 3);
+	cfg_plugin(t, "max", "max-score-picker", NULL, 4);
+	sched_profile_spec *p = cfg_profile(t, "default", 5);
+	cfg_ref(p, "q", 1, 6);
+	cfg_ref(p, "max", NAN, 7);
+	sched *s = build(t);
+	cfg_free(t);
+	struct pod pods[] = {{.q = 0, .stale = true}, {.q = 5}};
+	store_snapshot *snap = snap_of(cat, pods, 2);
+	struct pod all_stale[] = {{.q = 0, .stale = true}, {.q = 5, .stale = true}};
+	store_snapshot *snap2 = snap_of(cat, all_stale, 2);
+	CHECK(s != NULL);
+	if (s) {
+		CHECK_STR(lora_pick(s, snap, "m", NULL), "192.168.1.1:8000"); /* off: reference */
+		sched_set_staleness(s, 2000);
+		CHECK_STR(lora_pick(s, snap, "m", NULL), "192.168.1.2:8000");
+		CHECK_STR(lora_pick(s, snap2, "m", NULL), "192.168.1.1:8000");
+		/* The subset hint applies first: a stale pod it names alone stays. */
+		CHECK_STR(lora_pick(s, snap, "m", "192.168.1.1:8000"), "192.168.1.1:8000");
+	}
+	sched_free(s);
+	store_release(snap);
+	store_release(snap2);
+	store_catalog_unref(cat);
+}
+
 static void test_pick_any(void)
 {
 	store_catalog *cat = store_catalog_new();
@@ -2296,6 +2426,8 @@ int main(void)
 	RUN(test_legacy_filters);
 	RUN(test_inflight_accounting);
 	RUN(test_inflight_table);
+	RUN(test_lora_resident_adapters);
+	RUN(test_stale_candidates);
 	RUN(test_pick_any);
 	RUN(test_passthrough_parser);
 	RUN(test_defaulting);

@@ -19,6 +19,7 @@
 #include <bpf/libbpf.h>
 #include <event2/event.h>
 
+#include "kepp_sklookup.skel.h"
 #include "kepp_sock.skel.h"
 #include "kepp_sockops.skel.h"
 #include "kernel/kern_int.h"
@@ -29,7 +30,7 @@
 static const char *const link_names[KL_COUNT] = {
 	[KL_CONNECT4] = "kepp_connect4", [KL_CONNECT6] = "kepp_connect6",
 	[KL_GETPEER4] = "kepp_getpeer4", [KL_GETPEER6] = "kepp_getpeer6",
-	[KL_SOCKOPS] = "kepp_sockops",
+	[KL_SOCKOPS] = "kepp_sockops", [KL_SKLOOKUP] = "kepp_sk_lookup",
 };
 
 int64_t kern_now_ns(void)
@@ -107,10 +108,23 @@ static int cgroup2_root(char *out, size_t cap)
 	return r;
 }
 
-/* Adopts the link pinned at |path| when it is attached to |cg_id|, else
- * attaches |prog| to |cg_fd| and pins the new link. */
-static struct bpf_link *attach_cgroup(struct bpf_program *prog, const char *path, int cg_fd,
-				      uint64_t cg_id, char *err, size_t errlen)
+/* Whether pinned link |info| is attached where kepp wants it: the cgroup or
+ * the network namespace with inode |id|. */
+static bool link_target_is(const struct bpf_link_info *info, enum bpf_link_type type, uint64_t id)
+{
+	if (info->type != type)
+		return false;
+	if (type == BPF_LINK_TYPE_CGROUP)
+		return info->cgroup.cgroup_id == id;
+	return info->netns.netns_ino == id;
+}
+
+/* Adopts the link pinned at |path| when it is attached to the cgroup or
+ * network namespace |id| (an inode number), else attaches |prog| to
+ * |target_fd| and pins the new link. */
+static struct bpf_link *attach_pinned(struct bpf_program *prog, const char *path,
+				      enum bpf_link_type type, int target_fd, uint64_t id,
+				      char *err, size_t errlen)
 {
 	struct bpf_link *l = access(path, F_OK) == 0 ? bpf_link__open(path) : NULL;
 	if (l) {
@@ -118,17 +132,17 @@ static struct bpf_link *attach_cgroup(struct bpf_program *prog, const char *path
 		uint32_t len = sizeof(info);
 		memset(&info, 0, sizeof(info));
 		if (bpf_obj_get_info_by_fd(bpf_link__fd(l), &info, &len) == 0 &&
-		    info.type == BPF_LINK_TYPE_CGROUP && info.cgroup.cgroup_id == cg_id &&
-		    bpf_link__update_program(l, prog) == 0) {
+		    link_target_is(&info, type, id) && bpf_link__update_program(l, prog) == 0) {
 			ulog(LOG_VERBOSE, "adopted a pinned BPF link", "path", path, NULL);
 			return l;
 		}
-		/* Another cgroup (or a dead one): replace it. */
+		/* Another cgroup or namespace (or a dead one): replace it. */
 		bpf_link__unpin(l);
 		bpf_link__destroy(l);
 		unlink(path);
 	}
-	l = bpf_program__attach_cgroup(prog, cg_fd);
+	l = type == BPF_LINK_TYPE_CGROUP ? bpf_program__attach_cgroup(prog, target_fd)
+					 : bpf_program__attach_netns(prog, target_fd);
 	if (!l) {
 		int e = errno;
 		snprintf(err, errlen, "attach %s: %s", bpf_program__name(prog), strerror(e));
@@ -184,6 +198,7 @@ kern *kern_open(const kern_opts *o, char *err, size_t errlen)
 		return NULL;
 	}
 	k->cgroup_fd = -1;
+	k->netns_fd = -1;
 	arena_init(&k->mem, 16384);
 	if (o->n_services > KERN_MAX_SERVICES) {
 		snprintf(err, errlen, "at most %d fast-path services", KERN_MAX_SERVICES);
@@ -220,6 +235,11 @@ kern *kern_open(const kern_opts *o, char *err, size_t errlen)
 		snprintf(err, errlen, "load kepp_sockops: %s", strerror(k->sockops ? -r : errno));
 		goto fail;
 	}
+	k->sklookup = kepp_sklookup_bpf__open_opts(&oo);
+	if (!k->sklookup || (r = kepp_sklookup_bpf__load(k->sklookup)) < 0) {
+		snprintf(err, errlen, "load kepp_sklookup: %s", strerror(k->sklookup ? -r : errno));
+		goto fail;
+	}
 
 	char cg[PATH_MAX];
 	if (o->cgroup && *o->cgroup)
@@ -234,26 +254,47 @@ kern *kern_open(const kern_opts *o, char *err, size_t errlen)
 		snprintf(err, errlen, "cgroup %s: %s", cg, strerror(errno));
 		goto fail;
 	}
+	/* sk_lookup runs in the network namespace kepp lives in. */
+	struct stat ns_st;
+	k->netns_fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (k->netns_fd < 0 || fstat(k->netns_fd, &ns_st) < 0) {
+		snprintf(err, errlen, "/proc/self/ns/net: %s", strerror(errno));
+		goto fail;
+	}
 	struct bpf_program *progs[KL_COUNT] = {
 		[KL_CONNECT4] = k->sock->progs.kepp_connect4,
 		[KL_CONNECT6] = k->sock->progs.kepp_connect6,
 		[KL_GETPEER4] = k->sock->progs.kepp_getpeer4,
 		[KL_GETPEER6] = k->sock->progs.kepp_getpeer6,
 		[KL_SOCKOPS] = k->sockops->progs.kepp_sockops,
+		[KL_SKLOOKUP] = k->sklookup->progs.kepp_sk_lookup,
 	};
 	for (int i = 0; i < KL_COUNT; i++) {
 		char path[PATH_MAX + 64];
 		snprintf(path, sizeof(path), "%s/%s", links, link_names[i]);
-		/* A cgroup2 folder's inode number is its cgroup id. */
-		k->links[i] = attach_cgroup(progs[i], path, k->cgroup_fd, (uint64_t)st.st_ino, err,
-					    errlen);
+		/* A cgroup2 folder's inode number is its cgroup id; a network
+		 * namespace is known by its inode too. */
+		if (i == KL_SKLOOKUP)
+			k->links[i] = attach_pinned(progs[i], path, BPF_LINK_TYPE_NETNS, k->netns_fd,
+						    (uint64_t)ns_st.st_ino, err, errlen);
+		else
+			k->links[i] = attach_pinned(progs[i], path, BPF_LINK_TYPE_CGROUP,
+						    k->cgroup_fd, (uint64_t)st.st_ino, err, errlen);
 		if (!k->links[i])
 			goto fail;
 	}
 	k->svc_fd = bpf_map__fd(k->sock->maps.kepp_svc_v1);
 	k->be_fd = bpf_map__fd(k->sock->maps.kepp_be_v1);
 	k->verdict_fd = bpf_map__fd(k->sock->maps.kepp_verdict_v1);
+	k->fallback_fd = bpf_map__fd(k->sklookup->maps.kepp_fb_v1);
+	k->vip_fd = bpf_map__fd(k->sock->maps.kepp_vip_v1);
 	prune_services(k);
+
+	/* libxdp pins its dispatcher in the same bpffs as kepp's maps. */
+	setenv("LIBXDP_BPFFS", bpffs, 0);
+	for (size_t i = 0; i < o->n_xdp_ifaces; i++)
+		if (kern_xdp_attach(k, o->xdp_ifaces[i], err, errlen) < 0)
+			goto fail;
 
 	if (o->base && o->store) {
 		int64_t us = k->max_age_ns / 4000;
@@ -277,6 +318,18 @@ fail:
 	return NULL;
 }
 
+int kern_set_fallback(kern *k, int fd4, int fd6)
+{
+	int fds[KEPP_FB_SLOTS] = {[KEPP_FB_INET] = fd4, [KEPP_FB_INET6] = fd6};
+	for (uint32_t slot = 0; slot < KEPP_FB_SLOTS; slot++) {
+		uint64_t fd = (uint64_t)fds[slot];
+		/* A previous kepp's sockets closed with it: nothing to remove. */
+		if (fds[slot] >= 0 && bpf_map_update_elem(k->fallback_fd, &slot, &fd, BPF_ANY) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
 void kern_close(kern *k)
 {
 	if (!k)
@@ -286,10 +339,13 @@ void kern_close(kern *k)
 	/* Closing a pinned link's fd keeps it attached: the pin holds it. */
 	for (int i = 0; i < KL_COUNT; i++)
 		bpf_link__destroy(k->links[i]);
+	kepp_sklookup_bpf__destroy(k->sklookup);
 	kepp_sockops_bpf__destroy(k->sockops);
 	kepp_sock_bpf__destroy(k->sock);
 	if (k->cgroup_fd >= 0)
 		close(k->cgroup_fd);
+	if (k->netns_fd >= 0)
+		close(k->netns_fd);
 	arena_free(&k->mem);
 	free(k->bases);
 	free(k);

@@ -4,6 +4,9 @@
  * publishes, for every fast-path service (a VIP:port classified to a model),
  * a table of weighted backends computed from kepp's scores.
  *
+ * sk_lookup, attached to kepp's network namespace, hands connections to a
+ * VIP:port that connect did not steer to a fallback listener (user/proxy).
+ *
  * Threads: everything here runs on the control thread (kern_open,
  * kern_publish, kern_stats, kern_close); nothing is shared with workers.
  */
@@ -17,6 +20,7 @@
 #include "store/store.h"
 
 #define KERN_MAX_SERVICES 64
+#define KERN_MAX_XDP 16
 #define KERN_MODEL_MAX 256
 
 /* One --fastpath VIP:PORT=MODEL. */
@@ -50,6 +54,10 @@ typedef struct kern_opts {
 	size_t n_services;
 	int64_t max_age_ms;    /* a table older than this is stale: connect declines */
 	uint32_t affinity_pct; /* keep a client on its pod within this % of the best; 0: off */
+	/* Interfaces that get kepp_xdp (per-VIP counters, SYN shedding while
+	 * saturated), attached through libxdp's dispatcher. */
+	const char *const *xdp_ifaces;
+	size_t n_xdp_ifaces;
 	/* Republishes the current snapshot every max_age_ms/4 even without new
 	 * metrics, so a live kepp's tables never go stale. */
 	struct event_base *base;
@@ -65,6 +73,12 @@ kern *kern_open(const kern_opts *o, char *err, size_t errlen);
  * (logged). */
 int kern_publish(kern *k, const store_snapshot *snap);
 
+/* Makes |fd4| and |fd6| (listening TCP sockets of each family; -1: none)
+ * the fallback listeners: sk_lookup hands them every connection that
+ * reaches a fast-path VIP:port in this network namespace. The kernel drops
+ * an entry when its socket closes. Returns 0 or -errno. */
+int kern_set_fallback(kern *k, int fd4, int fd6);
+
 /* What the kernel saw, for logs and /metrics. */
 typedef struct kern_backend_stats {
 	char addr[STORE_ADDR_MAX];
@@ -76,11 +90,20 @@ typedef struct kern_backend_stats {
 
 #define KERN_STATS_MAX_BACKENDS 256
 
+/* XDP's view of one fast-path service (zero without --xdp-iface). */
+typedef struct kern_vip_stats {
+	char vip[STORE_ADDR_MAX];
+	uint64_t packets, bytes; /* TCP to VIP:port seen on the XDP interfaces */
+	uint64_t syn_shed;       /* SYNs dropped while the pool was saturated */
+} kern_vip_stats;
+
 typedef struct kern_counters {
 	/* connect decisions: steered, and the declines by reason */
 	uint64_t picked, no_service, stale, empty, all_shed;
 	size_t n_backends;
 	kern_backend_stats backends[KERN_STATS_MAX_BACKENDS];
+	size_t n_vips; /* one per --fastpath service */
+	kern_vip_stats vips[KERN_MAX_SERVICES];
 } kern_counters;
 
 /* Reads the kernel's counters (sums per-CPU values). Returns 0 or -errno. */

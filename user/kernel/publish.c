@@ -173,6 +173,23 @@ int kern_stats(kern *k, kern_counters *out)
 			*dst[v] += per[c];
 	}
 	free(per);
+	struct kepp_vip_stats *vs = calloc((size_t)ncpu, sizeof(*vs));
+	if (!vs)
+		return -ENOMEM;
+	for (size_t i = 0; i < k->n_svcs; i++) {
+		kern_vip_stats *o = &out->vips[out->n_vips++];
+		struct kepp_svc_key key;
+		snprintf(o->vip, sizeof(o->vip), "%s", k->svcs[i].vip);
+		kern_svc_key(&k->svcs[i], &key);
+		if (bpf_map_lookup_elem(k->vip_fd, &key, vs) < 0)
+			continue;
+		for (int c = 0; c < ncpu; c++) {
+			o->packets += vs[c].packets;
+			o->bytes += vs[c].bytes;
+			o->syn_shed += vs[c].syn_shed;
+		}
+	}
+	free(vs);
 	struct kepp_addr key, next;
 	void *prev = NULL;
 	while (out->n_backends < KERN_STATS_MAX_BACKENDS &&

@@ -19,7 +19,12 @@ Policies, each on a fresh simulator (and a fresh kepp):
   round-robin, random   in the bench itself, no kepp
   least-queue           kepp, queue-scorer + max-score-picker
   kepp                  kepp's built-in default profile (no config)
-  kepp-lora             the default profile plus lora-affinity-scorer
+  kepp-lora             kepp's profile for LoRA pools: the default profile plus
+                        lora-affinity-scorer weight 3 with residentAdapters (adapters
+                        kepp sent to a pod count as loaded there, in an LRU of the
+                        pod's max_lora slots); deploy/examples/lora-config.yaml
+  kepp-lora-ref         the reference's documented example: lora-affinity-scorer
+                        weight 1, the reference's scorer
 Arrivals are open loop (Poisson) at each rate of a sweep that reaches
 saturation. The prefix-cache hit rate and the adapter loads come from the
 simulator's counters (sim:prefix_cache_*_total, sim:lora_loads_total).
@@ -54,7 +59,7 @@ METHOD = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 DEST = "x-gateway-destination-endpoint"
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
-POLICIES = ["round-robin", "random", "least-queue", "kepp", "kepp-lora"]
+POLICIES = ["round-robin", "random", "least-queue", "kepp", "kepp-lora-ref", "kepp-lora"]
 
 LEAST_QUEUE_CONFIG = """\
 apiVersion: inference.networking.x-k8s.io/v1alpha1
@@ -70,7 +75,7 @@ schedulingProfiles:
 """
 
 # The built-in default (queue 2, KV 2, prefix 3) plus LoRA affinity at weight 1,
-# as in the reference's documented example.
+# as in the reference's documented example; %(params)s is kepp's extension or "".
 KEPP_LORA_CONFIG = """\
 apiVersion: inference.networking.x-k8s.io/v1alpha1
 kind: EndpointPickerConfig
@@ -79,7 +84,7 @@ plugins:
 - type: kv-cache-utilization-scorer
 - type: prefix-cache-scorer
 - type: lora-affinity-scorer
-- type: max-score-picker
+%(params)s- type: max-score-picker
 schedulingProfiles:
 - name: default
   plugins:
@@ -90,11 +95,12 @@ schedulingProfiles:
   - pluginRef: prefix-cache-scorer
     weight: 3
   - pluginRef: lora-affinity-scorer
-    weight: %g
+    weight: %(weight)g
   - pluginRef: max-score-picker
 """
 
-KEPP_CONFIGS = {"least-queue": LEAST_QUEUE_CONFIG, "kepp": None, "kepp-lora": KEPP_LORA_CONFIG}
+KEPP_CONFIGS = {"least-queue": LEAST_QUEUE_CONFIG, "kepp": None, "kepp-lora": KEPP_LORA_CONFIG,
+                "kepp-lora-ref": KEPP_LORA_CONFIG}
 
 WORDS = ("alpha beta gamma delta kernel socket packet route queue cache token model "
          "server batch prefix adapter latency stream gateway envoy picker score weight "
@@ -114,7 +120,7 @@ WORKLOADS = {
         "sim": ["--num-gpu-blocks", "1024", "--max-num-seqs", "32"], "time_scale": 0.5,
         "rates": [20, 40, 60, 80],
         "quick_rates": [60],
-        "policies": POLICIES[:4],  # kepp-lora is kepp when no request names an adapter
+        "policies": POLICIES[:4],  # kepp-lora* is kepp when no request names an adapter
         "groups": 16, "system_tokens": 2500, "question": (20, 120), "output": (16, 64),
     },
     "sharegpt": {
@@ -631,7 +637,7 @@ def goals(all_runs):
         for rate in sorted({r for (r, _) in lo}):
             k = lo.get((rate, "kepp-lora"))
             others = {p: s["lora_loads"] for (r, p), s in lo.items()
-                      if r == rate and p != "kepp-lora"}
+                      if r == rate and not p.startswith("kepp-lora")}
             if k and others:
                 best = min(others.values())
                 out.append("- lora @ %g/s: kepp-lora %d adapter loads; others %s: %s" % (
@@ -651,7 +657,10 @@ def run_one(args, name, w, policy, rate):
     use_kepp = policy in KEPP_CONFIGS
     config = KEPP_CONFIGS.get(policy)
     if policy == "kepp-lora":
-        config %= args.lora_weight
+        config %= {"params": "  parameters: {residentAdapters: true}\n",
+                   "weight": args.lora_weight}
+    elif policy == "kepp-lora-ref":
+        config %= {"params": "", "weight": 1}
     procs = Procs(args, w["sim"] + lora_flag(name, w), time_scale(args, w), config, use_kepp)
     try:
         procs.start()
@@ -688,8 +697,8 @@ def main(argv):
     ap.add_argument("--time-scale", type=float,
                     help="simulator --time-scale for every workload (default: per workload)")
     ap.add_argument("--scrape", default="50ms", help="kepp --refresh-metrics-interval")
-    ap.add_argument("--lora-weight", type=float, default=1.0,
-                    help="lora-affinity-scorer weight of the kepp-lora policy (default 1)")
+    ap.add_argument("--lora-weight", type=float, default=3.0,
+                    help="lora-affinity-scorer weight of the kepp-lora policy (default 3)")
     ap.add_argument("--seed", type=int, default=1,
                     help="seed of the workloads and the simulator (default 1)")
     ap.add_argument("--base-addr", default="127.0.7.1",
