@@ -79,3 +79,48 @@ def test_sheddable_requests_shed_exactly_when_saturated():
             eq(pick(k, objective_name="interactive"), ep, "priority 5 is never shed")
             for t in threads:
                 t.join(30)
+
+
+QUEUE_ONLY = """\
+apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: queue-scorer
+- type: max-score-picker
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: queue-scorer
+  - pluginRef: max-score-picker
+"""
+
+
+def test_burst_inside_one_scrape_spreads():
+    """Twelve requests decided between two scrapes: the reference would send
+    them all to the pod whose last scrape showed the shortest queue; kepp
+    counts what it sent since that scrape, so the burst spreads once the
+    idle pod's count passes the others' queues."""
+    with Sim(instances=3, extra=["--max-num-seqs", "1", "--decode-ms", "40"]) as sim:
+        eps = ["%s:%d" % (a, sim.port) for a in sim.addrs]
+        threads = load(sim, sim.addrs[1], 3, 60) + load(sim, sim.addrs[2], 3, 60)
+        wait_queue(sim, sim.addrs[1], 2)
+        wait_queue(sim, sim.addrs[2], 2)
+        with envoy.Kepp(endpoints=eps, config_text=QUEUE_ONLY,
+                        extra=["--refresh-metrics-interval", "30s"]) as k:
+            time.sleep(0.5)  # the first scrape: queues 0, 2, 2; the next is 30 s away
+            streams, picks = [], []
+            for i in range(12):
+                s = k.stream()
+                s.send(*llm_request("m", prompt="burst %d" % i))
+                r = s.recv_n(1, 10)[0]
+                picks.append(set_headers(r)[envoy.DEST])
+                streams.append(s)  # held open: still in flight
+            for s in streams:
+                s.close()
+        counts = {e: picks.count(e) for e in eps}
+        print("# burst picks: %s" % sorted(counts.values(), reverse=True))
+        check(counts[eps[0]] < 12, "the whole burst herded onto the idle pod: %s" % counts)
+        check(counts[eps[1]] > 0 and counts[eps[2]] > 0, "burst did not spread: %s" % counts)
+        check(counts[eps[0]] >= 2, "the idle pod took its share first: %s" % counts)
+        for t in threads:
+            t.join(30)
