@@ -178,7 +178,8 @@ def test_thousand_silent_streams_bounded():
             served(k)
         finally:
             s.close()
-        check(grown < 16 * 1024, "RSS grew %d KiB for 1,000 silent streams" % grown)
+        check(envoy.SANITIZED or grown < 16 * 1024,
+              "RSS grew %d KiB for 1,000 silent streams" % grown)
         print("# 1,000 silent streams: RSS +%d KiB" % grown)
         served(k)
 
@@ -240,7 +241,8 @@ def test_client_vanishing_mid_request():
             s.close()
         served(k)
         grown = rss_kib(k.proc.pid) - before
-        check(grown < 8 * 1024, "RSS grew %d KiB after 4,000 abandoned streams" % grown)
+        check(envoy.SANITIZED or grown < 8 * 1024,
+              "RSS grew %d KiB after 4,000 abandoned streams" % grown)
 
 
 def test_hundred_megabyte_body_refused_with_bounded_memory():
@@ -269,5 +271,6 @@ def test_hundred_megabyte_body_refused_with_bounded_memory():
         eq(envoy.immediate(answer), (400, "inference error: BadRequest - request body exceeds "
                                           "%d bytes" % limit))
         check(sent < 100 << 20, "refused before the whole 100 MB was sent (sent %d)" % sent)
-        check(peak < 3 * limit // 1024, "RSS grew %d KiB for an 8 MiB limit" % peak)
+        check(envoy.SANITIZED or peak < 3 * limit // 1024,
+              "RSS grew %d KiB for an 8 MiB limit" % peak)
         served(k)
