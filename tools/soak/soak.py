@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -376,10 +377,11 @@ def main(argv):
         s.close()
     problems = verdict(args, r, before, after, rc, {"counts": s.events, "fds": s.fds})
     if problems:
-        print("\nFAILED: " + "; ".join(problems))
+        print("\nFAILED: " + "; ".join(problems) + " (kepp's log: %s/kepp.log)" % s.tmp)
         with open(os.path.join(s.tmp, "kepp.log"), "rb") as f:
             sys.stderr.write(f.read()[-4000:].decode("utf-8", "replace"))
         return 1
+    shutil.rmtree(s.tmp, ignore_errors=True)
     print("\nOK: every request answered, no leak")
     return 0
 
