@@ -474,7 +474,19 @@ struct prefix_state {
 	uint16_t *match; /* per candidate, by position */
 	const store_endpoint *const *cands;
 	size_t n_cands;
+	/* Candidate position by store_endpoint.index (-1: not a candidate), so
+	 * score and pre_request find an endpoint's match in O(1). */
+	int32_t *pos;
+	uint32_t n_pos;
 };
+
+static int32_t cand_pos(const struct prefix_state *st, const store_endpoint *ep)
+{
+	if (!st->pos || ep->index >= st->n_pos)
+		return -1;
+	int32_t k = st->pos[ep->index];
+	return k >= 0 && (size_t)k < st->n_cands && st->cands[k] == ep ? k : -1;
+}
 
 static int prefix_create(sched_plugin *p, const cJSON *params, sched_build *b)
 {
@@ -626,6 +638,14 @@ static void prefix_prepare(const sched_plugin *p, const sched_ctx *c,
 	c->state[p->slot] = st;
 	st->cands = cands;
 	st->n_cands = n;
+	st->n_pos = c->snap ? c->snap->n_endpoints : 0;
+	st->pos = arena_alloc(c->a, (st->n_pos ? st->n_pos : 1) * sizeof(*st->pos));
+	if (!st->pos)
+		return;
+	memset(st->pos, 0xff, st->n_pos * sizeof(*st->pos));
+	for (size_t k = 0; k < n; k++)
+		if (cands[k]->index < st->n_pos)
+			st->pos[cands[k]->index] = (int32_t)k;
 	long long bs = block_size(cfg, n ? cands[0] : NULL);
 	long long max_blocks = cfg->max_blocks;
 	if (cfg->max_tokens > 0 && bs > 0)
@@ -665,19 +685,27 @@ static void prefix_prepare(const sched_plugin *p, const sched_ctx *c,
 	st->n = nb;
 
 	/* Longest prefix: walk the blocks until none is held by any server;
-	 * each holder of a block gets one match. */
-	int *ids = arena_alloc(c->a, (n ? n : 1) * sizeof(*ids));
+	 * each holder of a block gets one match. Only the set bits are visited,
+	 * through the candidate of each server id: linear in the holders. */
+	int32_t *cand_of = arena_alloc(c->a, MAX_SERVERS * sizeof(*cand_of));
 	uint64_t bits[MAX_SERVERS / 64];
-	if (!ids)
+	if (!cand_of)
 		return;
-	for (size_t k = 0; k < n; k++)
-		ids[k] = server_find(cfg->index, name_key(cands[k]->name ? cands[k]->name : ""));
+	memset(cand_of, 0xff, MAX_SERVERS * sizeof(*cand_of));
+	for (size_t k = 0; k < n; k++) {
+		int id = server_find(cfg->index, name_key(cands[k]->name ? cands[k]->name : ""));
+		if (id >= 0)
+			cand_of[id] = (int32_t)k;
+	}
 	for (size_t i = 0; i < nb; i++) {
 		if (!index_get(cfg->index, st->hashes[i], bits))
 			break;
-		for (size_t k = 0; k < n; k++)
-			if (ids[k] >= 0 && (bits[ids[k] / 64] >> (ids[k] % 64)) & 1)
-				st->match[k]++;
+		for (size_t w = 0; w < MAX_SERVERS / 64; w++)
+			for (uint64_t b = bits[w]; b; b &= b - 1) {
+				int32_t k = cand_of[w * 64 + (size_t)__builtin_ctzll(b)];
+				if (k >= 0)
+					st->match[k]++;
+			}
 	}
 }
 
@@ -689,11 +717,9 @@ static void prefix_score(const sched_plugin *p, const sched_ctx *c,
 		out[i] = 0;
 		if (!st || !st->n || !st->match)
 			continue;
-		for (size_t k = 0; k < st->n_cands; k++)
-			if (st->cands[k] == eps[i]) {
-				out[i] = (double)st->match[k] / (double)st->n;
-				break;
-			}
+		int32_t k = cand_pos(st, eps[i]);
+		if (k >= 0)
+			out[i] = (double)st->match[k] / (double)st->n;
 	}
 }
 
@@ -710,9 +736,9 @@ static void prefix_pre_request(const sched_plugin *p, const sched_ctx *c,
 		const store_endpoint *first = st->n_cands ? st->cands[0] : NULL;
 		int64_t chars = block_size(cfg, first) * CHARS_PER_TOKEN;
 		int64_t matched = 0;
-		for (size_t k = 0; st->match && k < st->n_cands; k++)
-			if (st->cands[k] == picked[0])
-				matched = st->match[k];
+		int32_t k = cand_pos(st, picked[0]);
+		if (st->match && k >= 0)
+			matched = st->match[k];
 		c->trace->prefix_match = true;
 		c->trace->prefix_hit_bytes = matched * chars;
 		c->trace->prefix_total_bytes = (int64_t)st->n * chars;
