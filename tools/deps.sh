@@ -5,7 +5,7 @@ set -eu
 PKGS="gcc make pkg-config clang llvm libnghttp2-dev libssl-dev openssl libevent-dev
 libcurl4-openssl-dev libcjson-dev libyaml-dev protobuf-c-compiler libprotobuf-c-dev
 protobuf-compiler libprotobuf-dev libxxhash-dev libbpf-dev bpftool libxdp-dev
-python3 python3-grpcio python3-protobuf nghttp2-client curl iproute2 prometheus"
+python3 python3-grpcio python3-protobuf python3-yaml nghttp2-client curl iproute2 prometheus"
 missing=""
 for p in $PKGS; do
 	s=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

@@ -394,7 +394,8 @@ def deploy_docs():
 def test_deploy_manifests_parse_and_name_real_flags():
     docs = deploy_docs()
     kinds = {d["kind"] for _, d in docs}
-    for want in ("ServiceAccount", "ClusterRole", "RoleBinding", "Service", "Deployment", "DaemonSet"):
+    for want in ("ServiceAccount", "ClusterRole", "Role", "RoleBinding", "Service", "Deployment",
+                 "DaemonSet"):
         check(want in kinds, "deploy/ has no %s" % want)
     for name, d in docs:
         check(d.get("apiVersion") and d.get("kind") and d.get("metadata", {}).get("name"),
@@ -411,24 +412,44 @@ def test_deploy_manifests_parse_and_name_real_flags():
                 flag = a.split("=", 1)[0]
                 check(flag.startswith("--") and ("--%-32s" % flag[2:]) in helptext,
                       "%s: kepp has no flag %s" % (name, flag))
+            eq(sorted(p["containerPort"] for p in c["ports"]), [9002, 9003, 9090],
+               name + " container ports")
+            for probe in ("livenessProbe", "readinessProbe"):
+                eq(c[probe]["grpc"]["port"], 9003, "%s %s" % (name, probe))
+    svc = [d for _, d in docs if d["kind"] == "Service"][0]
+    ports = {p["port"]: p for p in svc["spec"]["ports"]}
+    eq(sorted(ports), [9002, 9003, 9090], "Service ports")
+    eq(ports[9002].get("appProtocol"), "http2", "appProtocol of the ext_proc port")
     ds = [d for _, d in docs if d["kind"] == "DaemonSet"][0]
-    caps = ds["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]["add"]
-    check({"BPF", "NET_ADMIN", "SYS_ADMIN"} <= set(caps), "DaemonSet capabilities %s" % caps)
-    mounts = {m["mountPath"] for m in ds["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+    spec = ds["spec"]["template"]["spec"]
+    eq(spec.get("hostNetwork"), True, "DaemonSet hostNetwork")
+    check(spec.get("nodeSelector"), "DaemonSet runs on GPU nodes only (nodeSelector)")
+    sc = spec["containers"][0]["securityContext"]
+    # Exactly the capabilities tests/integration/test_caps.py runs the fast path with.
+    eq(sorted(sc["capabilities"]["add"]), ["BPF", "NET_ADMIN", "PERFMON"], "DaemonSet capabilities")
+    check(not sc.get("privileged"), "the DaemonSet is not privileged")
+    mounts = {m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
     check("/sys/fs/bpf" in mounts, "DaemonSet mounts %s" % mounts)
 
 
 def test_rbac_is_exactly_what_kepp_uses(api):
-    role = [d for _, d in deploy_docs() if d["kind"] == "ClusterRole"][0]
-    api.enforce_rbac(role["rules"])
-    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
+    """rbac.yaml's ClusterRole is enough without leader election, and with
+    rbac-leader-election.yaml's Role enough with it; kepp uses every rule."""
+    docs = deploy_docs()
+    role = [d for _, d in docs if d["kind"] == "ClusterRole"][0]
+    le = [d for n, d in docs if d["kind"] == "Role" and n == "rbac-leader-election.yaml"][0]
+    eq({r for rule in le["rules"] for r in rule["resources"]}, {"leases"},
+       "the leader-election Role holds Lease rules only")
+    granted = {(g, r, v) for rule in role["rules"] + le["rules"] for g in rule["apiGroups"]
                for r in rule["resources"] for v in rule["verbs"]}
     api.create(fa.pool_v1(POOL, SEL, [8000]))
     api.create(fa.pool_v1alpha2("legacy", SEL, 8000))
     pods(api, 1)
+    api.enforce_rbac(role["rules"] + le["rules"])
     with kepp_on(api, extra=LE) as k:
         until("ready", lambda: ready(k) and dest(k, "127.0.2.1") == "127.0.2.1:8000")
+    api.enforce_rbac(role["rules"])
     with kepp_on(api, pool_name="legacy", extra=["--pool-group", "inference.networking.x-k8s.io"]) as k:
         until("legacy pool", lambda: dest(k, "127.0.2.1") == "127.0.2.1:8000")
-    eq(api.denied, [], "requests the Role forbids")
+    eq(api.denied, [], "requests the Roles forbid")
     eq(sorted(granted - api.used), [], "granted but never used")
