@@ -45,6 +45,14 @@ static void test_duration_grammar(void)
 	/* Past int64 nanoseconds (about 292 years), as Go refuses it. */
 	CHECK_INT(units_duration_ms("2562048h", &v), -ERANGE);
 	CHECK_INT(dur("2562047h"), 2562047LL * 3600000);
+	/* The largest: 2^63 - 1 ns; found by fuzzing when the bound was in ms. */
+	CHECK_INT(dur("9223372036854775\xc2\xb5s"), 9223372036854LL);
+	CHECK_INT(dur("9223372036854775807ns"), 9223372036854LL);
+	CHECK_INT(units_duration_ms("9223372036854775808ns", &v), -ERANGE);
+	CHECK_INT(dur("1.0000009ms"), 1);
+	CHECK_INT(dur("0.5s0.5s"), 1000);
+	/* 2^63 ns twice: Go's check after the sum lets it wrap to 0. */
+	CHECK_INT(units_duration_ms("9223372036854775808ns9223372036854775808ns", &v), -ERANGE);
 }
 
 static void test_quantity_grammar(void)

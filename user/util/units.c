@@ -31,7 +31,8 @@ static const char *scan_number(const char *s, bool *neg, const char **int_p, siz
 }
 
 /* time.ParseDuration: [-+]?("0" | ((\d+\.?\d*|\.\d+)unit)+) with units ns,
- * us, µs (U+00B5), μs (U+03BC), ms, s, m, h, within int64 nanoseconds. */
+ * us, µs (U+00B5), μs (U+03BC), ms, s, m, h. Computed as Go does, in uint64
+ * nanoseconds with its overflow checks, so the same texts are refused. */
 int units_duration_ms(const char *s, int64_t *out)
 {
 	if (!s || !*s)
@@ -47,26 +48,52 @@ int units_duration_ms(const char *s, int64_t *out)
 		return -EINVAL;
 	static const struct {
 		const char *unit;
-		double ms;
+		uint64_t ns;
 	} units[] = {
-		{"ns", 1e-6}, {"us", 1e-3}, {"\xc2\xb5s", 1e-3}, {"\xce\xbcs", 1e-3},
-		{"ms", 1},    {"s", 1e3},   {"m", 6e4},          {"h", 3.6e6},
+		{"ns", 1},           {"us", 1000},          {"\xc2\xb5s", 1000}, {"\xce\xbcs", 1000},
+		{"ms", 1000000},     {"s", 1000000000},     {"m", 60000000000ULL},
+		{"h", 3600000000000ULL},
 	};
-	double total = 0;
+	const uint64_t lim = 1ULL << 63;
+	uint64_t total = 0;
 	while (*s) {
-		bool sign;
-		const char *ip, *fp;
-		size_t in, fn;
-		if (*s == '+' || *s == '-')
+		if (!(*s == '.' || is_digit(*s)))
 			return -EINVAL;
-		s = scan_number(s, &sign, &ip, &in, &fp, &fn);
-		if (!s)
+		/* leadingInt: the integer part, refused past 1<<63. */
+		uint64_t v = 0;
+		const char *start = s;
+		for (; is_digit(*s); s++) {
+			if (v > lim / 10)
+				return -ERANGE;
+			v = v * 10 + (uint64_t)(*s - '0');
+			if (v > lim)
+				return -ERANGE;
+		}
+		bool pre = s != start, post = false;
+		/* leadingFraction: digits past what fits are ignored. */
+		uint64_t f = 0;
+		double scale = 1;
+		if (*s == '.') {
+			bool over = false;
+			for (start = ++s; is_digit(*s); s++) {
+				if (over)
+					continue;
+				if (f > (lim - 1) / 10) {
+					over = true;
+					continue;
+				}
+				uint64_t y = f * 10 + (uint64_t)(*s - '0');
+				if (y > lim) {
+					over = true;
+					continue;
+				}
+				f = y;
+				scale *= 10;
+			}
+			post = s != start;
+		}
+		if (!pre && !post)
 			return -EINVAL;
-		double v = 0, scale = 1;
-		for (size_t i = 0; i < in; i++)
-			v = v * 10 + (ip[i] - '0');
-		for (size_t i = 0; i < fn; i++)
-			v += (fp[i] - '0') * (scale /= 10);
 		size_t ul = 0;
 		while (s[ul] && s[ul] != '.' && !is_digit(s[ul]))
 			ul++;
@@ -76,15 +103,27 @@ int units_duration_ms(const char *s, int64_t *out)
 			u++;
 		if (u == sizeof(units) / sizeof(units[0]))
 			return -EINVAL;
-		total += v * units[u].ms;
 		s += ul;
+		uint64_t unit = units[u].ns;
+		if (v > lim / unit)
+			return -ERANGE;
+		v *= unit;
+		if (f > 0) {
+			v += (uint64_t)((double)f * ((double)unit / scale));
+			if (v > lim)
+				return -ERANGE;
+		}
+		/* Checked before adding: Go's own check comes after and lets
+		 * 2^63 + 2^63 wrap to 0. */
+		if (v > lim - total)
+			return -ERANGE;
+		total += v;
 	}
-	/* Go keeps durations in int64 nanoseconds. */
-	if (total > 9223372036854.0)
-		return -ERANGE;
-	if (neg && total > 0)
+	if (neg && total)
 		return -EINVAL;
-	*out = (int64_t)total;
+	if (total > lim - 1)
+		return -ERANGE;
+	*out = (int64_t)(total / 1000000);
 	return 0;
 }
 
