@@ -8,6 +8,10 @@
  *       A live table of the pool from /metrics: queue, running, KV use,
  *       in-flight requests and picks per second per endpoint. --once prints
  *       one table (measured over one interval) and exits.
+ *   keppctl fastpath [--bpffs /sys/fs/bpf] [--json]
+ *       The kernel fast path from the maps pinned under <bpffs>/kepp/
+ *       (fastpath.c): services, their weighted backends with live in-flight
+ *       counts and RTT, connect() verdicts, XDP counters.
  */
 #include <errno.h>
 #include <math.h>
@@ -24,6 +28,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "keppctl.h"
 #include "metrics/prom.h"
 
 #define MAX_REPLY (64u << 20)
@@ -34,7 +39,8 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: keppctl explain --admin HOST:PORT [--path P] [--subset A,B]\n"
 		   "                       [-H 'name: value']... < body.json\n"
-		   "       keppctl top --admin HOST:PORT [--once] [--interval SECONDS]\n");
+		   "       keppctl top --admin HOST:PORT [--once] [--interval SECONDS]\n"
+		   "       keppctl fastpath [--bpffs /sys/fs/bpf] [--json]\n");
 }
 
 /* ---- HTTP/1.0 over one blocking connection ---- */
@@ -603,6 +609,8 @@ int main(int argc, char **argv)
 		usage(stdout);
 		return 0;
 	}
+	if (!strcmp(cmd, "fastpath"))
+		return kctl_fastpath(argc - 2, argv + 2);
 	for (int i = 2; i < argc; i++) {
 		const char *a = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
