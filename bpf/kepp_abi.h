@@ -100,6 +100,13 @@ struct kepp_vip_stats {
 	__u64 syn_shed; /* SYNs dropped while the pool was saturated */
 };
 
+/* A backend whose steered connections the drain iterator closes
+ * (kepp_drain_v1): userspace adds the backends that left the pool over
+ * --fastpath-drain ago, runs the iterator, reads the count and deletes. */
+struct kepp_drain {
+	__u64 destroyed; /* connections closed with bpf_sock_destroy */
+};
+
 /* Slots of the fallback listener SOCKMAP (kepp_fb_v1). */
 enum {
 	KEPP_FB_INET = 0,

@@ -107,7 +107,8 @@ static struct {
 	const char *bpffs, *cgroup;
 	int affinity_pct;
 	strlist xdp_iface;
-} KF = {.bpffs = "/sys/fs/bpf"};
+	int64_t drain_ms;
+} KF = {.bpffs = "/sys/fs/bpf", .drain_ms = 30000};
 
 /* Observability flags (user/admin). */
 static struct {
@@ -149,6 +150,7 @@ static const flagdef FLAGS[] = {
 	{"cgroup", F_STR, &KF.cgroup, "cgroup v2 folder whose processes get the fast path (default: the cgroup2 root)"},
 	{"xdp-iface", F_LIST, &KF.xdp_iface, "interface that gets kepp's XDP program: per-VIP counters, SYNs to sheddable services dropped while the pool is saturated (repeatable)"},
 	{"fastpath-affinity-margin", F_INT, &KF.affinity_pct, "fast path: a client (cgroup) stays on its pod while the pod's weight is within this percent of the best (0: off)"},
+	{"fastpath-drain", F_DURATION, &KF.drain_ms, "fast path: connections steered to a pod that left the pool are closed after this grace period (0: never)"},
 	{"refresh-metrics-interval", F_DURATION, &F.refresh_metrics_ms, "how often every endpoint's /metrics is scraped"},
 	{"drain-timeout", F_DURATION, &F.drain_timeout_ms, "on SIGTERM, how long streams in flight may finish"},
 	{"max-message-bytes", F_BYTES, &F.max_message_bytes, "largest gRPC message accepted"},
@@ -697,6 +699,9 @@ static void exit_tick(evutil_socket_t fd, short what, void *arg)
 	for (int i = 0; i < A->n_workers; i++)
 		if (!atomic_load(&A->workers[i].done))
 			return;
+	/* The fallback proxy ends its own drain by --drain-timeout. */
+	if (A->proxy && !proxy_drained(A->proxy))
+		return;
 	event_base_loopexit(A->base, NULL);
 }
 
@@ -712,6 +717,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	     sig == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
 	for (int i = 0; i < A->n_workers; i++)
 		event_active(A->workers[i].drain_ev, 0, 0);
+	if (A->proxy)
+		proxy_drain(A->proxy, F.drain_timeout_ms);
 	struct timeval tv = {0, 20000};
 	A->exit_tick = event_new(A->base, -1, EV_PERSIST, exit_tick, A);
 	event_add(A->exit_tick, &tv);
@@ -783,6 +790,10 @@ static int kernel_mode_check(void)
 		ulog(LOG_ERROR, "--fastpath-affinity-margin must be 0..100 (percent)", NULL);
 		return -EINVAL;
 	}
+	if (KF.drain_ms < 0) {
+		ulog(LOG_ERROR, "--fastpath-drain must be >= 0 (0: never)", NULL);
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -813,6 +824,7 @@ static int kernel_start(app *A)
 		.n_services = (size_t)KF.fastpath.n,
 		.max_age_ms = max_age,
 		.affinity_pct = (uint32_t)KF.affinity_pct,
+		.drain_ms = KF.drain_ms,
 		.xdp_ifaces = KF.xdp_iface.v,
 		.n_xdp_ifaces = (size_t)KF.xdp_iface.n,
 		.base = A->base,
@@ -889,6 +901,25 @@ static void kern_collect(void *ctx, adm_out *o)
 			adm_out_sample(o, fams[f].name, v[f], "endpoint", b->addr, NULL);
 		}
 	}
+	static const struct {
+		const char *name, *help;
+	} vfams[] = {
+		{"kepp_kernel_vip_bytes_total", "Bytes of TCP packets to the fast-path VIP:port seen by XDP (--xdp-iface)."},
+		{"kepp_kernel_vip_packets_total", "TCP packets to the fast-path VIP:port seen by XDP (--xdp-iface)."},
+		{"kepp_kernel_vip_syn_shed_total", "SYNs to the VIP:port XDP dropped while the pool was saturated."},
+	};
+	for (size_t f = 0; f < sizeof(vfams) / sizeof(vfams[0]); f++) {
+		adm_out_family(o, vfams[f].name, "counter", vfams[f].help);
+		for (size_t i = 0; i < c.n_vips && i < KERN_MAX_SERVICES; i++) {
+			const kern_vip_stats *s = &c.vips[i];
+			double v[] = {(double)s->bytes, (double)s->packets, (double)s->syn_shed};
+			adm_out_sample(o, vfams[f].name, v[f], "vip", s->vip, NULL);
+		}
+	}
+	n = "kepp_kernel_drained_connections_total";
+	adm_out_family(o, n, "counter",
+		       "Steered connections closed because their pod left the pool (--fastpath-drain).");
+	adm_out_sample(o, n, (double)c.drained, NULL);
 }
 
 /* Metrics tables, /metrics and the debug endpoints. A port that cannot be
@@ -910,6 +941,8 @@ static int adm_start(app *A)
 	if (!A->adm)
 		return -ENOMEM;
 	if (A->kern && adm_register_collector(A->adm, kern_collect, A->kern) < 0)
+		return -ENOMEM;
+	if (A->proxy && adm_register_collector(A->adm, proxy_collect, A->proxy) < 0)
 		return -ENOMEM;
 	char err[256];
 	if (MF.port > 0 && adm_listen(A->adm, A->base, MF.port, err, sizeof(err)) < 0)

@@ -63,6 +63,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kepp_vip_v1 SEC(".maps");
 
+/* Backends that left the pool: their steered connections are closed by
+ * kepp_drain (iter/tcp). Empty except while userspace runs the iterator. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KEPP_MAX_ENDPOINTS);
+	__type(key, struct kepp_addr);
+	__type(value, struct kepp_drain);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kepp_drain_v1 SEC(".maps");
+
 /* connect decisions by enum kepp_verdict. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -4,9 +4,11 @@ private bpffs. Three backends on distinct IPs serve /metrics with different
 load; a client in the cgroup connects to the VIP and must land on the
 best-scored backend while getpeername() still shows the VIP; sockops counts
 the connections in flight; a stale table declines and sk_lookup hands the
-connection to kepp's fallback proxy, which schedules each request; with kepp
-gone the VIP's own listener answers; a restarted kepp adopts the pinned
-datapath.
+connection to kepp's fallback proxy, which schedules each request (and, on
+SIGTERM, lets those in flight finish); with kepp gone the VIP's own listener
+answers; a restarted kepp adopts the pinned datapath; connections pinned to a
+pod that left the pool close after --fastpath-drain; /metrics carries what
+the kernel and the proxy counted.
 
 Needs root, bpffs and cgroup2. Under CI=true a missing capability fails the
 test; elsewhere it is reported as a failure too, with the reason (a BPF
@@ -24,6 +26,7 @@ import time
 
 import envoy
 from envoy import TestFailure, check, eq
+from test_observability import promtool, sample
 
 KEPP = os.path.join(envoy.BUILD_DIR, "kepp")
 PY = sys.executable
@@ -38,7 +41,7 @@ BEST = "10.77.0.2"
 BACKEND_SERVER = r"""
 import json, os, socket, sys, threading, time
 # --load-file=PATH first: while PATH exists, its "waiting,kv" is every
-# backend's load.
+# backend's load; PATH.<port> overrides it for the backends on that port.
 LOAD_FILE = sys.argv.pop(1)[12:] if sys.argv[1].startswith("--load-file=") else None
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class H(BaseHTTPRequestHandler):
@@ -49,6 +52,7 @@ class H(BaseHTTPRequestHandler):
         ip = "[%s]" % ip if ":" in ip else ip
         n = int(self.headers.get("Content-Length", "0"))
         req = json.loads(self.rfile.read(n) or b"{}")
+        time.sleep(float(req.get("delay", 0)))  # a slow pod
         info = {"served_by": "%s:%d" % (ip, port), "model": req.get("model"),
                 "dest": self.headers.get("x-gateway-destination-endpoint"),
                 "via": self.headers.get("Via"), "te": self.headers.get("Transfer-Encoding")}
@@ -75,8 +79,10 @@ class H(BaseHTTPRequestHandler):
         ip = "[%s]" % ip if ":" in ip else ip
         if self.path == "/metrics":
             w, kv = self.server.load
-            if LOAD_FILE and os.path.exists(LOAD_FILE):
-                w, kv = open(LOAD_FILE).read().split(",")
+            for f in (LOAD_FILE and ["%s.%d" % (LOAD_FILE, port), LOAD_FILE]) or []:
+                if os.path.exists(f):
+                    w, kv = open(f).read().split(",")
+                    break
             body = ("# TYPE vllm:num_requests_waiting gauge\n"
                     "vllm:num_requests_waiting{model_name=\"m\"} %s\n"
                     "# TYPE vllm:num_requests_running gauge\n"
@@ -150,11 +156,12 @@ for body in sys.argv[3:]:
     else:
         c.request("POST", "/v1/completions", body=body.encode(),
                   headers={"Content-Type": "application/json"})
+    peer = list(c.sock.getpeername()[:2])  # the socket goes with Connection: close
     r = c.getresponse()
     data = r.read().decode()
     print(json.dumps({"status": r.status, "via": r.getheader("Via"),
-                      "ctype": r.getheader("Content-Type"), "body": data,
-                      "peer": list(c.sock.getpeername()[:2])}), flush=True)
+                      "ctype": r.getheader("Content-Type"), "body": data, "peer": peer,
+                      "connection": r.getheader("Connection")}), flush=True)
 """
 
 
@@ -273,15 +280,17 @@ class Env:
         def join():
             with open(os.path.join(self.cg, "cgroup.procs"), "w") as f:
                 f.write(str(os.getpid()))
-        p = subprocess.Popen(self.nsenter(ns) + args, preexec_fn=join if cgroup else None,
-                             stdin=subprocess.DEVNULL, **kw)
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        p = subprocess.Popen(self.nsenter(ns) + args, preexec_fn=join if cgroup else None, **kw)
         self.procs.append(p)
         return p
 
-    def backends(self, loads):
-        """Starts the backends: |loads| maps ip -> (waiting, kv), plus a
-        listener on the VIP itself that stands for the fallback path."""
+    def backends(self, loads, more=()):
+        """Starts the backends: |loads| maps ip -> (waiting, kv), |more|
+        (ip, port, waiting, kv) on other ports, plus a listener on the VIP
+        itself that stands for the fallback path."""
         specs = ["%s:%d=%s,%s" % (ip, BE_PORT, w, kv) for ip, (w, kv) in loads.items()]
+        specs += ["%s:%d=%s,%s" % m for m in more]
         specs.append("%s:%d=0,0" % (self.vip, VIP_PORT))
         p = self.spawn([PY, "-c", BACKEND_SERVER, "--load-file=" + self.load_file] + specs,
                        stdout=subprocess.PIPE)
@@ -315,8 +324,18 @@ class Env:
         p = self.spawn([PY, "-c", code, self.vip], ns=ns, stdout=subprocess.PIPE)
         return p.communicate(timeout=10)[0].strip() == b"ok"
 
-    def kepp(self, extra=()):
-        k = KernelKepp(self, extra)
+    def metrics(self, port=9090):
+        """/metrics of the kepp in the namespace (its default --metrics-port)."""
+        code = ("import sys,urllib.request\nsys.stdout.write(urllib.request.urlopen("
+                "'http://127.0.0.1:%d/metrics', timeout=5).read().decode())" % port)
+        p = self.spawn([PY, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = p.communicate(timeout=10)
+        if p.returncode != 0:
+            raise TestFailure("GET /metrics: %s" % err.decode(errors="replace"))
+        return out.decode()
+
+    def kepp(self, extra=(), endpoints=None):
+        k = KernelKepp(self, extra, endpoints)
         self.kepps.append(k)
         k.start()
         return k
@@ -329,10 +348,10 @@ class Env:
 
 
 class KernelKepp:
-    def __init__(self, env, extra):
+    def __init__(self, env, extra, endpoints=None):
         self.env = env
         self.log = os.path.join(env.tmp, "kepp-%d.log" % len(env.kepps))
-        eps = ",".join(hostport(ip, BE_PORT) for ip in env.be_ips)
+        eps = endpoints or ",".join(hostport(ip, BE_PORT) for ip in env.be_ips)
         self.args = [KEPP, "--secure-serving=false", "--kernel=on", "--workers", "1",
                      "--grpc-port", str(envoy.free_port()),
                      "--grpc-health-port", str(envoy.free_port()),
@@ -384,13 +403,17 @@ def addr_str(words):
     return socket.inet_ntop(socket.AF_INET6, raw)
 
 
-def svc_table(env):
-    """The published table of the VIP: [(ip, weight)]."""
+def svc_table(env, ports=False):
+    """The published table of the VIP: [(ip, weight)], or [("ip:port",
+    weight)] with |ports|."""
     for e in env.dump("kepp_svc_v1"):
         v = e.get("formatted", e)["value"]
         out = []
         for b in v["be"][:v["n_backends"]]:
-            out.append((addr_str(b["addr"]["ip"]), b["weight"]))
+            a = addr_str(b["addr"]["ip"])
+            if ports:
+                a = hostport(a, socket.ntohs(b["addr"]["port"]))
+            out.append((a, b["weight"]))
         return out
     return []
 
@@ -552,6 +575,38 @@ def test_fallback_proxy_schedules_requests(env):
     # A body the parser refuses: spec §2.8's status and text, keep-alive kept.
     eq(rs[4]["status"], 400, "bad body")
     check(rs[4]["body"].startswith("inference error: BadRequest - "), rs[4]["body"])
+    # Every answer counted by status in /metrics.
+    text = env.metrics()
+    promtool(text)
+    eq(sample(text, 'kepp_proxy_requests_total{code="200"}'), 5, "200s in /metrics")
+    eq(sample(text, 'kepp_proxy_requests_total{code="400"}'), 1, "400s in /metrics")
+
+
+def test_sigterm_lets_proxy_requests_finish(env):
+    k = env.kepp()  # --drain-timeout 1s
+    wait_scored(env)
+    # In flight through the proxy at SIGTERM: one the pod answers within the
+    # drain timeout, one it answers too late.
+    quick = env.http(['{"prompt":"q","delay":0.6}'], wait=False)
+    slow = env.http(['{"prompt":"s","delay":5}'], wait=False)
+    idle = env.spawn([PY, "-c", "import socket,sys\ns=socket.create_connection((sys.argv[1],"
+                      " %d))\nprint('up',flush=True)\nprint(repr(s.recv(1)),flush=True)"
+                      % VIP_PORT, VIP], stdout=subprocess.PIPE)
+    eq(idle.stdout.readline().strip(), b"up", "idle keep-alive connection open")
+    time.sleep(0.25)
+    t0 = time.time()
+    k.proc.send_signal(signal.SIGTERM)
+    out, _ = quick.communicate(timeout=10)
+    r = json.loads(out.decode().splitlines()[0])
+    eq(r["status"], 200, "the request in flight finished: %r" % r)
+    eq(r["connection"], "close", "and its connection closes")
+    eq(json.loads(r["body"])["served_by"], "%s:%d" % (BEST, BE_PORT), "answered by the pod")
+    eq(idle.communicate(timeout=5)[0].strip(), b"b''", "the idle connection closed")
+    eq(k.proc.wait(timeout=10), 0, "kepp exit code")
+    took = time.time() - t0
+    check(0.8 <= took <= 3, "kepp waited for the proxy's drain, then cut the rest: %.2fs" % took)
+    out, _ = slow.communicate(timeout=10)
+    check(not out.strip(), "the request past the drain timeout was cut: %r" % out)
 
 
 def test_restart_adopts_pinned_datapath(env):
@@ -655,6 +710,19 @@ def test_xdp_counts_and_sheds_syns(env):
     os.unlink(env.load_file)
     wait_flags(env, 1)
     check(env.connects(ns=env.peer), "SYN passes once the pool has room")
+    # /metrics carries what the kernel counted, and promtool accepts it.
+    text = env.metrics()
+    promtool(text)
+    c = vip_counters(env)
+    vip = '{vip="%s"}' % hostport(VIP, VIP_PORT)
+    for name in ["kepp_kernel_connects_total", "kepp_kernel_backend_connects_total",
+                 "kepp_kernel_backend_in_flight_connections", "kepp_kernel_vip_bytes_total",
+                 "kepp_kernel_vip_packets_total", "kepp_kernel_vip_syn_shed_total",
+                 "kepp_kernel_drained_connections_total"]:
+        check("# TYPE %s " % name in text, "%s in /metrics:\n%s" % (name, text))
+    got = sample(text, "kepp_kernel_vip_packets_total" + vip)
+    check(got is not None and 0 < got <= c["packets"], "XDP packets in /metrics: %r" % got)
+    check(sample(text, "kepp_kernel_vip_syn_shed_total" + vip) >= 1, "shed SYNs in /metrics")
     # A restarted kepp adopts the attached program (same pinned maps).
     k.stop()
     k2 = env.kepp(["--xdp-iface", "kx0", "--manifests", manifests])
@@ -686,3 +754,181 @@ def test_affinity_margin_keeps_a_client_on_its_pod(env):
     aff = env.dump("kepp_aff_v1")
     eq(len(aff), 1, "one affinity entry (the test cgroup): %r" % aff)
     eq(addr_str(aff[0]["formatted"]["value"]["backend"]["ip"]), BEST, "remembered pod")
+
+
+# Connections to the VIP held open: |n| made first, each asked once; then
+# a line per connection the far end closes ({"closed": i, "err": ...}), and
+# on stdin "ask" asks on every open one, "new" opens one more.
+HOLDER = r"""
+import errno, json, select, socket, sys
+vip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def ask(s):
+    s.sendall(b"GET /whoami HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        c = s.recv(4096)
+        if not c:
+            raise OSError("eof")
+        data += c
+    head, body = data.split(b"\r\n\r\n", 1)
+    size = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0]
+               .split(b":")[1])
+    while len(body) < size:
+        body += s.recv(4096)
+    return body.decode()
+socks = {}
+def add():
+    i = len(socks) + sum(1 for _ in closed)
+    s = socket.create_connection((vip, port), timeout=5)
+    socks[i] = s
+    print(json.dumps({"conn": i, "answer": ask(s)}), flush=True)
+closed = []
+for _ in range(n):
+    add()
+while True:
+    r = select.select(list(socks.values()) + [sys.stdin], [], [])[0]
+    for s in r:
+        if s is sys.stdin:
+            cmd = sys.stdin.readline().strip()
+            if not cmd:
+                sys.exit(0)
+            if cmd == "new":
+                add()
+            else:
+                print(json.dumps({"alive": {i: ask(c) for i, c in socks.items()}}), flush=True)
+            continue
+        i = [k for k, v in socks.items() if v is s][0]
+        try:
+            err = "eof" if not s.recv(1) else "data"
+        except OSError as e:
+            err = errno.errorcode.get(e.errno, str(e))
+        del socks[i]
+        closed.append(i)
+        print(json.dumps({"closed": i, "err": err}), flush=True)
+"""
+
+
+def read_json(p, timeout):
+    """The next JSON line |p| prints within |timeout| seconds, or None."""
+    import select
+    r = select.select([p.stdout], [], [], timeout)[0]
+    if not r:
+        return None
+    line = p.stdout.readline()
+    if not line:
+        raise TestFailure("client died: %s" % p.stderr.read().decode(errors="replace"))
+    return json.loads(line)
+
+
+POOL_MANIFEST = """\
+apiVersion: inference.networking.k8s.io/v1
+kind: InferencePool
+metadata:
+  name: pool
+  namespace: default
+spec:
+  targetPorts:
+%s
+  selector:
+    matchLabels:
+      app: vllm
+  endpointPickerRef:
+    name: pool-epp
+    port:
+      number: 9002
+"""
+
+LEAVER = "10.77.0.3:8001"
+
+
+def write_pool(path, ports):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(POOL_MANIFEST % "".join("  - number: %d\n" % p for p in ports))
+    os.rename(tmp, path)  # a new inode: the reload poll sees it at once
+
+
+def test_drain_closes_connections_to_a_pod_that_left():
+    with Env() as env:
+        # 10.77.0.3 serves two ports: 8000 stays, 8001 is the pod that
+        # leaves (the pool's targetPorts lose 8001). It starts the worst.
+        env.backends({"10.77.0.1": (5, 0.8), BEST: (0, 0.1), "10.77.0.3": (5, 0.9)},
+                     more=[("10.77.0.3", 8001, 8, 0.95)])
+        pool = os.path.join(env.tmp, "pool.yaml")
+        write_pool(pool, [8000, 8001])
+        k = env.kepp(["--manifests", pool, "--pool-name", "pool", "--fastpath-drain", "2s"],
+                     endpoints="10.77.0.1:8000,%s:8000,10.77.0.3" % BEST)
+        wait_table = lambda best: until_table(env, lambda t: len(t) == 4 and t[0][0] == best)
+        wait_table("%s:%d" % (BEST, BE_PORT))
+        c = env.spawn([PY, "-c", HOLDER, VIP, str(VIP_PORT), "1"], cgroup=True,
+                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        eq(read_json(c, 10), {"conn": 0, "answer": "%s:%d" % (BEST, BE_PORT)}, "live connection")
+        # Now 8001 is the best: the next connection is pinned to it.
+        with open(env.load_file + ".8001", "w") as f:
+            f.write("0,0.01")
+        wait_table(LEAVER)
+        c.stdin.write(b"new\n")
+        c.stdin.flush()
+        eq(read_json(c, 10), {"conn": 1, "answer": LEAVER}, "connection to the pod that leaves")
+
+        # It leaves and comes back within the grace period: nothing closes.
+        write_pool(pool, [8000])
+        k.wait_log("a backend left the pool", 5)
+        write_pool(pool, [8000, 8001])
+        k.wait_log("came back within the grace period", 5)
+        eq(read_json(c, 1.5), None, "no connection closed for a pod that came back")
+        c.stdin.write(b"ask\n")
+        c.stdin.flush()
+        eq(read_json(c, 5), {"alive": {"0": "%s:%d" % (BEST, BE_PORT), "1": LEAVER}},
+           "both connections still served")
+
+        # It leaves for good: its connection closes after the grace period,
+        # the other one lives on.
+        write_pool(pool, [8000])
+        deadline = time.time() + 5
+        while k.text().count("a backend left the pool") < 2:
+            if time.time() > deadline:
+                raise TestFailure("kepp never saw the pod leave again:\n" + k.text())
+            time.sleep(0.05)
+        t0 = time.time()
+        eq(read_json(c, 1.5), None, "open during the grace period")
+        ev = read_json(c, 3)
+        check(ev is not None, "the pinned connection was closed after the grace period")
+        took = time.time() - t0
+        eq(ev["closed"], 1, "the connection to the pod that left closed")
+        check(ev["err"] in ("ECONNABORTED", "ECONNRESET", "eof"), "reset or EOF: %r" % ev)
+        check(1.5 <= took <= 4.5, "closed %.1fs after the pod left (grace 2s)" % took)
+        c.stdin.write(b"ask\n")
+        c.stdin.flush()
+        eq(read_json(c, 5), {"alive": {"0": "%s:%d" % (BEST, BE_PORT)}}, "live one untouched")
+        # The client reconnects through the fast path to a live pod.
+        c.stdin.write(b"new\n")
+        c.stdin.flush()
+        eq(read_json(c, 5), {"conn": 2, "answer": "%s:%d" % (BEST, BE_PORT)}, "reconnected")
+        c.stdin.close()
+        c.wait(timeout=5)
+        k.wait_log("closed the fast-path connections to a backend that left the pool", 2)
+        check('"connections":"1"' in k.text(), "one connection drained:\n" + k.text())
+        # Counted in /metrics, which promtool accepts.
+        text = env.metrics()
+        check("kepp_kernel_drained_connections_total 1\n" in text,
+              "drained count in /metrics:\n" + text)
+        promtool(text)
+        # Its counters left with it.
+        check(not any(a == LEAVER for a, _ in
+                      [(hostport(addr_str(e["formatted"]["key"]["ip"]),
+                                 socket.ntohs(e["formatted"]["key"]["port"])), 0)
+                       for e in env.dump("kepp_be_v1")]),
+              "kepp_be_v1 entry of the pod that left removed")
+        k.stop()
+
+
+def until_table(env, ok, timeout=10):
+    deadline = time.time() + timeout
+    table = []
+    while time.time() < deadline:
+        table = svc_table(env, ports=True)
+        if ok(table):
+            return table
+        time.sleep(0.1)
+    raise TestFailure("the published table never matched: %r" % (table,))

@@ -262,7 +262,7 @@ def test_hundred_megabyte_body_refused_with_bounded_memory():
             for _ in range(64):
                 s.send(envoy.req_body(chunk, eos=False))
             sent += 64 * len(chunk)
-            answer = s.recv(timeout=0.001)
+            answer = s.recv(timeout=0.05)
         if answer is None:
             answer = s.recv(timeout=10)
         peak = rss_kib(k.proc.pid) - before

@@ -1,15 +1,17 @@
 /* Kernel fast path, the parts that need no privileges: --fastpath parsing,
  * the connect-time pick (bpf/lib/pick.h, the same code the BPF program runs),
- * and the per-endpoint weights sched computes for it. */
+ * the per-endpoint weights sched computes for it, and the bookkeeping of
+ * backends that left the pool (--fastpath-drain). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "harness.h"
 #include "kepp_abi.h"
-#include "kernel/kernel.h"
+#include "kernel/kern_int.h"
 #include "sched/sched.h"
 
 /* pick.h reads live in-flight counts through this hook: a table here. */
@@ -304,6 +306,82 @@ static void test_fastpath_filter_sheds(void)
 	sched_config_free(cfg);
 }
 
+static struct kepp_addr be(uint8_t last)
+{
+	struct kepp_addr a;
+	memset(&a, 0, sizeof(a));
+	a.ip[2] = htonl(0xffff);
+	a.ip[3] = htonl(0x0a000000u | last);
+	a.port = htons(8000);
+	return a;
+}
+
+static int addr_sort(const void *a, const void *b)
+{
+	return memcmp(a, b, sizeof(struct kepp_addr));
+}
+
+static int n_notes, n_gone;
+
+static void note(void *ctx, const struct kepp_addr *a, bool gone)
+{
+	n_notes++;
+	n_gone += gone;
+}
+
+static const kern_left *left_of(const kern_leftset *s, struct kepp_addr a)
+{
+	for (uint32_t i = 0; i < s->n; i++)
+		if (!memcmp(&s->v[i].addr, &a, sizeof(a)))
+			return &s->v[i];
+	return NULL;
+}
+
+static void test_left_bookkeeping(void)
+{
+	kern_leftset s = {0};
+	struct kepp_addr known[3] = {be(1), be(2), be(3)};
+	struct kepp_addr present[3] = {be(1), be(2), be(3)};
+	qsort(present, 3, sizeof(present[0]), addr_sort);
+
+	/* All present: nothing left. */
+	CHECK_INT(kern_left_step(&s, known, 3, present, 3, 100, note, NULL), 0);
+	CHECK_INT(s.n, 0);
+	/* .3 leaves at t=200: noted once, with the time it left. */
+	struct kepp_addr two[2] = {be(1), be(2)};
+	qsort(two, 2, sizeof(two[0]), addr_sort);
+	CHECK_INT(kern_left_step(&s, known, 3, two, 2, 200, note, NULL), 0);
+	CHECK_INT(s.n, 1);
+	CHECK(left_of(&s, be(3)) && left_of(&s, be(3))->since_ns == 200);
+	CHECK_INT(n_gone, 1);
+	/* Still gone later: the first time is kept (the grace period runs from
+	 * when it left). */
+	CHECK_INT(kern_left_step(&s, known, 3, two, 2, 900, note, NULL), 0);
+	CHECK_INT(s.n, 1);
+	CHECK(left_of(&s, be(3)) && left_of(&s, be(3))->since_ns == 200);
+	CHECK_INT(n_notes, 1);
+	/* Back before its drain: forgotten. */
+	CHECK_INT(kern_left_step(&s, known, 3, present, 3, 1000, note, NULL), 0);
+	CHECK_INT(s.n, 0);
+	CHECK_INT(n_notes, 2);
+	/* Gone again: a new grace period. */
+	CHECK_INT(kern_left_step(&s, known, 3, two, 2, 5000, note, NULL), 0);
+	CHECK(left_of(&s, be(3)) && left_of(&s, be(3))->since_ns == 5000);
+	/* An empty pool: every known backend left (and none twice). */
+	CHECK_INT(kern_left_step(&s, known, 3, NULL, 0, 6000, note, NULL), 0);
+	CHECK_INT(s.n, 3);
+	CHECK(left_of(&s, be(1)) && left_of(&s, be(1))->since_ns == 6000);
+	CHECK(left_of(&s, be(3)) && left_of(&s, be(3))->since_ns == 5000);
+	/* Many at once grow the set. */
+	struct kepp_addr many[40];
+	for (int i = 0; i < 40; i++)
+		many[i] = be((uint8_t)(10 + i));
+	CHECK_INT(kern_left_step(&s, many, 40, NULL, 0, 7000, NULL, NULL), 0);
+	CHECK_INT(s.n, 43);
+	kern_leftset_free(&s);
+	CHECK_INT(s.n, 0);
+}
+
 int main(void)
 {
 	RUN(test_service_parse);
@@ -314,5 +392,6 @@ int main(void)
 	RUN(test_pick_affinity);
 	RUN(test_fastpath_weights);
 	RUN(test_fastpath_filter_sheds);
+	RUN(test_left_bookkeeping);
 	return harness_done();
 }

@@ -1,5 +1,6 @@
 /* The BPF programs under BPF_PROG_TEST_RUN, where the kernel allows it: XDP
- * (per-VIP counters, SYN shedding) and sk_lookup (the fallback listener).
+ * (per-VIP counters, SYN shedding) and sk_lookup (the fallback listener);
+ * the drain iterator over real sockets of the test's network namespace.
  * Needs root and BPF; under CI=true a test that cannot run fails, elsewhere
  * it says SKIP loudly. Maps are created unpinned: nothing is left behind. */
 #include <arpa/inet.h>
@@ -7,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -17,6 +19,7 @@
 
 #include "harness.h"
 #include "kepp_abi.h"
+#include "kepp_drain.skel.h"
 #include "kepp_sklookup.skel.h"
 #include "kepp_sock.skel.h"
 #include "kepp_sockops.skel.h"
@@ -260,6 +263,110 @@ static void test_sk_lookup_fallback(void)
 	kepp_sklookup_bpf__destroy(skel);
 }
 
+/* A socket connected to |l| (loopback), and its accepted peer in *peer. */
+static int connect_to(int l, int *peer)
+{
+	struct sockaddr_in sa;
+	socklen_t sl = sizeof(sa);
+	int c = socket(AF_INET, SOCK_STREAM, 0);
+	CHECK(c >= 0);
+	CHECK_INT(getsockname(l, (struct sockaddr *)&sa, &sl), 0);
+	CHECK_INT(connect(c, (struct sockaddr *)&sa, sl), 0);
+	*peer = accept(l, NULL, NULL);
+	CHECK(*peer >= 0);
+	return c;
+}
+
+/* What connect leaves on a steered socket: its backend. */
+static void steer_state(int sk_map, int fd, const char *ip, uint16_t port)
+{
+	struct kepp_sk_state st;
+	memset(&st, 0, sizeof(st));
+	st.backend.ip[2] = htonl(0xffff);
+	inet_pton(AF_INET, ip, &st.backend.ip[3]);
+	st.backend.port = htons(port);
+	st.flags = KEPP_SK_STEERED | KEPP_SK_COUNTED;
+	CHECK_INT(bpf_map_update_elem(sk_map, &fd, &st, BPF_NOEXIST), 0);
+}
+
+/* Whether |fd| still carries data: |peer| sends a byte, |fd| reads it. */
+static bool alive(int fd, int peer)
+{
+	char b = 0;
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	return send(peer, "x", 1, MSG_NOSIGNAL) == 1 && poll(&p, 1, 1000) == 1 &&
+	       recv(fd, &b, 1, 0) == 1 && b == 'x';
+}
+
+static void test_drain_closes_steered_sockets(void)
+{
+	struct kepp_drain_bpf *skel = kepp_drain_bpf__open();
+	int err = skel ? 0 : -errno;
+	if (skel) {
+		unpin_all(skel->obj);
+		err = kepp_drain_bpf__load(skel);
+	}
+	if (!can_run("kepp_drain", err)) {
+		kepp_drain_bpf__destroy(skel);
+		return;
+	}
+	int sk_map = bpf_map__fd(skel->maps.kepp_sk_v1);
+	int drain = bpf_map__fd(skel->maps.kepp_drain_v1);
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t sl = sizeof(sa);
+	CHECK(l >= 0 && bind(l, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(l, 8) == 0);
+	CHECK_INT(getsockname(l, (struct sockaddr *)&sa, &sl), 0);
+	uint16_t port = ntohs(sa.sin_port);
+
+	/* gone: steered to the backend that left; live: steered elsewhere;
+	 * plain: never steered (a scrape, a proxy connection), same peer. */
+	int gone_peer, live_peer, plain_peer;
+	int gone = connect_to(l, &gone_peer), live = connect_to(l, &live_peer),
+	    plain = connect_to(l, &plain_peer);
+	steer_state(sk_map, gone, "127.0.0.1", port);
+	steer_state(sk_map, live, "127.0.0.2", port);
+
+	struct kepp_addr k;
+	memset(&k, 0, sizeof(k));
+	k.ip[2] = htonl(0xffff);
+	k.ip[3] = htonl(INADDR_LOOPBACK);
+	k.port = htons(port);
+	struct kepp_drain d = {0};
+	CHECK_INT(bpf_map_update_elem(drain, &k, &d, BPF_ANY), 0);
+
+	struct bpf_link *link = bpf_program__attach_iter(skel->progs.kepp_drain, NULL);
+	CHECK(link != NULL);
+	int it = link ? bpf_iter_create(bpf_link__fd(link)) : -1;
+	CHECK(it >= 0);
+	char buf[64];
+	ssize_t n;
+	while (it >= 0 && (n = read(it, buf, sizeof(buf))) > 0)
+		;
+	if (it >= 0)
+		close(it);
+	bpf_link__destroy(link);
+
+	CHECK_INT(bpf_map_lookup_elem(drain, &k, &d), 0);
+	CHECK_INT(d.destroyed, 1);
+	/* The drained socket is aborted; its peer got a reset. */
+	char b;
+	errno = 0;
+	CHECK_INT(recv(gone, &b, 1, MSG_DONTWAIT), -1);
+	CHECK_INT(errno, ECONNABORTED);
+	struct pollfd p = {.fd = gone_peer, .events = POLLIN};
+	CHECK_INT(poll(&p, 1, 1000), 1);
+	errno = 0;
+	CHECK(recv(gone_peer, &b, 1, 0) <= 0);
+	/* The others are untouched. */
+	CHECK(alive(live, live_peer));
+	CHECK(alive(plain, plain_peer));
+	int fds[] = {gone, gone_peer, live, live_peer, plain, plain_peer, l};
+	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+		close(fds[i]);
+	kepp_drain_bpf__destroy(skel);
+}
+
 /* Programs BPF_PROG_TEST_RUN cannot run (cgroup sock_addr, sockops) still
  * pass the verifier here; tests/integration/test_kernel.py runs them. */
 static void test_cgroup_objects_load(void)
@@ -289,5 +396,6 @@ int main(void)
 	RUN(test_cgroup_objects_load);
 	RUN(test_xdp_counts_and_sheds);
 	RUN(test_sk_lookup_fallback);
+	RUN(test_drain_closes_steered_sockets);
 	return harness_done();
 }

@@ -287,6 +287,14 @@ kern *kern_open(const kern_opts *o, char *err, size_t errlen)
 	k->be_fd = bpf_map__fd(k->sock->maps.kepp_be_v1);
 	k->verdict_fd = bpf_map__fd(k->sock->maps.kepp_verdict_v1);
 	k->fallback_fd = bpf_map__fd(k->sklookup->maps.kepp_fb_v1);
+	/* Without the drain the fast path still works: say so and go on. */
+	if (o->drain_ms > 0) {
+		char derr[256];
+		if (kern_drain_open(k, o->drain_ms, derr, sizeof(derr)) < 0)
+			ulog(LOG_WARN, "fast-path connections to pods that leave the pool are not "
+				       "drained (--fastpath-drain=0 silences this)",
+			     "error", derr, NULL);
+	}
 	k->vip_fd = bpf_map__fd(k->sock->maps.kepp_vip_v1);
 	prune_services(k);
 
@@ -339,6 +347,7 @@ void kern_close(kern *k)
 	/* Closing a pinned link's fd keeps it attached: the pin holds it. */
 	for (int i = 0; i < KL_COUNT; i++)
 		bpf_link__destroy(k->links[i]);
+	kern_drain_close(k);
 	kepp_sklookup_bpf__destroy(k->sklookup);
 	kepp_sockops_bpf__destroy(k->sockops);
 	kepp_sock_bpf__destroy(k->sock);

@@ -27,6 +27,31 @@ typedef struct kern_base {
 	uint32_t inflight;
 } kern_base;
 
+/* A backend that left the pool and still waits for its drain. */
+typedef struct kern_left {
+	struct kepp_addr addr;
+	int64_t since_ns; /* when it was seen gone (or last drained in vain) */
+	bool queued;      /* in kepp_drain_v1 for the current iterator run */
+} kern_left;
+
+typedef struct kern_leftset {
+	kern_left *v;
+	uint32_t n, cap;
+} kern_leftset;
+
+/* Told of every backend that leaves (|gone|) or comes back. */
+typedef void (*kern_left_fn)(void *ctx, const struct kepp_addr *a, bool gone);
+
+/* One bookkeeping step (user/kernel/drain.c), no BPF: an entry of |s| found
+ * in |present| (the snapshot's backends, sorted by memcmp) came back and is
+ * removed; a backend of |known| (those the datapath knows) absent from
+ * |present| and not yet in |s| is added as gone since |now|. Returns 0 or
+ * -ENOMEM. */
+int kern_left_step(kern_leftset *s, const struct kepp_addr *known, size_t n_known,
+		   const struct kepp_addr *present, size_t n_present, int64_t now,
+		   kern_left_fn note, void *ctx);
+void kern_leftset_free(kern_leftset *s);
+
 struct kern {
 	char root[PATH_MAX]; /* <bpffs>/kepp */
 	struct kepp_sock_bpf *sock;
@@ -47,6 +72,15 @@ struct kern {
 	kern_base *bases; /* one per endpoint of the last published snapshot */
 	uint32_t n_bases;
 	int vip_fd; /* XDP counters */
+	/* Drain (--fastpath-drain): NULL link when off or not loadable. */
+	struct kepp_drain_bpf *drain;
+	struct bpf_link *drain_link;
+	int drain_fd;
+	int64_t drain_ns;
+	uint64_t drain_sig; /* of the backend set the left set was updated from */
+	bool drain_scanned;
+	kern_leftset left;
+	uint64_t drained; /* connections closed, since kepp started */
 	struct {
 		char iface[IF_NAMESIZE];
 		int ifindex;
@@ -57,6 +91,14 @@ struct kern {
 int64_t kern_now_ns(void);
 /* Attaches (or adopts) kepp_xdp on |iface| (user/kernel/xdp.c). */
 int kern_xdp_attach(kern *k, const char *iface, char *err, size_t errlen);
+/* The 16-byte form of an endpoint's address; *v6 when it is real IPv6. */
+int kern_ep_addr(const store_endpoint *ep, struct kepp_addr *out, bool *v6);
+/* Loads and attaches the drain iterator (user/kernel/drain.c). */
+int kern_drain_open(kern *k, int64_t drain_ms, char *err, size_t errlen);
+/* Notes backends that left or came back in |snap|, and drains those whose
+ * grace period is over (from kern_publish). */
+void kern_drain_tick(kern *k, const store_snapshot *snap, int64_t now);
+void kern_drain_close(kern *k);
 /* The service map key of |s|. */
 void kern_svc_key(const kern_service *s, struct kepp_svc_key *key);
 /* Logs the per-backend counters (kern_tick, every few seconds). */

@@ -6,6 +6,8 @@
  *
  * sk_lookup, attached to kepp's network namespace, hands connections to a
  * VIP:port that connect did not steer to a fallback listener (user/proxy).
+ * Steered connections to a pod that left the pool are closed after a grace
+ * period by a TCP iterator (user/kernel/drain.c).
  *
  * Threads: everything here runs on the control thread (kern_open,
  * kern_publish, kern_stats, kern_close); nothing is shared with workers.
@@ -54,6 +56,10 @@ typedef struct kern_opts {
 	size_t n_services;
 	int64_t max_age_ms;    /* a table older than this is stale: connect declines */
 	uint32_t affinity_pct; /* keep a client on its pod within this % of the best; 0: off */
+	/* Steered connections to a backend gone from the snapshot this long are
+	 * closed (bpf_sock_destroy, Linux 6.5+; clients in kepp's network
+	 * namespace); 0: never. A backend back within it keeps them. */
+	int64_t drain_ms;
 	/* Interfaces that get kepp_xdp (per-VIP counters, SYN shedding while
 	 * saturated), attached through libxdp's dispatcher. */
 	const char *const *xdp_ifaces;
@@ -104,6 +110,9 @@ typedef struct kern_counters {
 	kern_backend_stats backends[KERN_STATS_MAX_BACKENDS];
 	size_t n_vips; /* one per --fastpath service */
 	kern_vip_stats vips[KERN_MAX_SERVICES];
+	/* Steered connections closed because their backend left the pool
+	 * (--fastpath-drain), since this kepp started. */
+	uint64_t drained;
 } kern_counters;
 
 /* Reads the kernel's counters (sums per-CPU values). Returns 0 or -errno. */

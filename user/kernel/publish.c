@@ -42,7 +42,7 @@ static int by_weight_desc(const void *a, const void *b)
 	return x->weight < y->weight ? 1 : x->weight > y->weight ? -1 : 0;
 }
 
-static int ep_addr(const store_endpoint *ep, struct kepp_addr *out, bool *v6)
+int kern_ep_addr(const store_endpoint *ep, struct kepp_addr *out, bool *v6)
 {
 	memset(out, 0, sizeof(*out));
 	if (kern_parse_ip(ep->ip, (uint8_t *)out->ip, v6) < 0)
@@ -62,7 +62,7 @@ static int update_bases(kern *k, const store_snapshot *snap)
 	for (uint32_t i = 0; i < n; i++) {
 		const store_endpoint *ep = &snap->endpoints[i];
 		bool v6;
-		if (ep_addr(ep, &nb[i].addr, &v6) < 0)
+		if (kern_ep_addr(ep, &nb[i].addr, &v6) < 0)
 			continue;
 		const kern_base *old = NULL;
 		for (uint32_t j = 0; j < k->n_bases && !old; j++)
@@ -99,7 +99,7 @@ static int publish_one(kern *k, size_t idx, const store_snapshot *snap, int64_t 
 	for (uint32_t i = 0; i < n; i++) {
 		bool v6;
 		/* One family per VIP: an IPv4 socket cannot reach an IPv6 pod. */
-		if (ep_addr(&snap->endpoints[i], &c[nc].addr, &v6) < 0 || v6 != s->v6)
+		if (kern_ep_addr(&snap->endpoints[i], &c[nc].addr, &v6) < 0 || v6 != s->v6)
 			continue;
 		c[nc].weight = w[i] * (KEPP_WEIGHT_MAX / SCHED_FASTPATH_WMAX);
 		c[nc].base = k->bases[i].inflight;
@@ -149,12 +149,14 @@ int kern_publish(kern *k, const store_snapshot *snap)
 			ret = r;
 		}
 	}
+	kern_drain_tick(k, snap, now);
 	return ret;
 }
 
 int kern_stats(kern *k, kern_counters *out)
 {
 	memset(out, 0, sizeof(*out));
+	out->drained = k->drained;
 	int ncpu = libbpf_num_possible_cpus();
 	if (ncpu <= 0)
 		return ncpu < 0 ? ncpu : -EINVAL;
@@ -222,9 +224,10 @@ void kern_log_stats(kern *k)
 	char buf[8192];
 	size_t o = (size_t)snprintf(buf, sizeof(buf),
 				    "\"picked\":%llu,\"stale\":%llu,\"empty\":%llu,\"all_shed\":%llu,"
-				    "\"backends\":[",
+				    "\"drained\":%llu,\"backends\":[",
 				    (unsigned long long)c->picked, (unsigned long long)c->stale,
-				    (unsigned long long)c->empty, (unsigned long long)c->all_shed);
+				    (unsigned long long)c->empty, (unsigned long long)c->all_shed,
+				    (unsigned long long)c->drained);
 	for (size_t i = 0; i < c->n_backends && o < sizeof(buf) - 160; i++)
 		o += (size_t)snprintf(buf + o, sizeof(buf) - o,
 				      "%s{\"addr\":\"%s\",\"inflight\":%lld,\"connects\":%llu,"

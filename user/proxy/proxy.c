@@ -10,12 +10,18 @@
  * target of the pick is tried. The answer streams back as it arrives, with
  * backpressure both ways; a body of unknown length is re-chunked so the
  * client connection stays reusable. Nothing on this path blocks.
+ *
+ * Drain (SIGTERM): the listeners close (the kernel drops them from the
+ * SOCKMAP, so no new connection arrives), idle connections close, and each
+ * request in flight finishes and closes its connection; whatever is left at
+ * the deadline is cut.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +36,7 @@
 #include <event2/listener.h>
 #include <event2/util.h>
 
+#include "admin/admin.h"
 #include "proxy/proxy_int.h"
 #include "sched/body.h"
 #include "sched/sched.h"
@@ -39,6 +46,7 @@
 
 #define OUT_HIGH (1u << 20)  /* client output that pauses reading the pod */
 #define OUT_LOW (256u << 10) /* ... and resumes it */
+#define N_STATUS 1000        /* the parsers accept three-digit statuses */
 
 enum { ST_HEAD, ST_BODY, ST_CONNECT, ST_RESP_HEAD, ST_RESP_BODY, ST_CLOSING };
 /* How the pod frames its body, and how the client gets it. */
@@ -60,6 +68,18 @@ struct proxy {
 	bool started;
 	pconn *conns;
 	uint32_t n_conns;
+	/* Set by the control thread, then the wake-up: stop the loop, or drain
+	 * within drain_ms. */
+	atomic_bool stop, drain_req;
+	atomic_llong drain_ms;
+	/* Proxy thread only: draining, and the deadline that cuts the rest. */
+	bool draining;
+	struct event *drain_ev;
+	/* Read by the control thread: the listeners are closed and no client
+	 * connection is left. */
+	atomic_bool drained;
+	/* Answers by HTTP status (the pod's or the proxy's own), for /metrics. */
+	atomic_ullong status[N_STATUS];
 };
 
 struct pconn {
@@ -144,6 +164,14 @@ static void conn_free(pconn *c)
 		c->next->prev = c->prev;
 	p->n_conns--;
 	free(c);
+	if (p->draining && p->n_conns == 0)
+		atomic_store(&p->drained, true);
+}
+
+static void count_status(proxy *p, int status)
+{
+	if (status >= 0 && status < N_STATUS)
+		atomic_fetch_add_explicit(&p->status[status], 1, memory_order_relaxed);
 }
 
 static int process_input(pconn *c);
@@ -170,7 +198,7 @@ static int finish_request(pconn *c, bool close_after)
 	c->up_connected = false;
 	c->rewrite = false;
 	arena_reset(&c->mem);
-	if (close_after || c->req_close) {
+	if (close_after || c->req_close || p->draining) {
 		c->state = ST_CLOSING;
 		bufferevent_disable(c->down, EV_READ);
 		if (evbuffer_get_length(bufferevent_get_output(c->down)) == 0) {
@@ -199,7 +227,8 @@ static void resume(pconn *c, int r)
 static int send_error(pconn *c, int status, const char *text, bool close_after)
 {
 	struct evbuffer *out = bufferevent_get_output(c->down);
-	bool close = close_after || c->req_close;
+	bool close = close_after || c->req_close || c->p->draining;
+	count_status(c->p, status);
 	evbuffer_add_printf(out,
 			    "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
 			    "Content-Length: %zu\r\nVia: 1.1 kepp\r\n%s\r\n%s",
@@ -447,7 +476,7 @@ static int process_input(pconn *c)
 			if (r < 0)
 				return send_error(c, r == -E2BIG ? 431 : r == -ENOTSUP ? 501 : 400, why,
 						  true);
-			c->req_close = c->req.close;
+			c->req_close = c->req.close || p->draining;
 			c->head_method = c->req.mlen == 4 && !memcmp(c->req.method, "HEAD", 4);
 			memset(&c->ch, 0, sizeof(c->ch));
 			c->body_left = c->req.has_length ? c->req.length : 0;
@@ -556,6 +585,7 @@ static void write_response_head(pconn *c, size_t buffered_len)
 {
 	struct evbuffer *out = bufferevent_get_output(c->down);
 	const proxy_head *h = &c->resp;
+	count_status(c->p, h->status);
 	evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", h->status, (int)h->rlen, h->reason);
 	for (size_t i = 0; i < h->n; i++) {
 		const proxy_hdr *e = &h->h[i];
@@ -850,13 +880,69 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	bufferevent_enable(c->down, EV_READ | EV_WRITE);
 }
 
+/* The drain deadline: requests still in flight are cut. */
+static void drain_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	proxy *p = arg;
+	if (p->n_conns) {
+		char n[16];
+		snprintf(n, sizeof(n), "%u", p->n_conns);
+		ulog(LOG_WARN, "fallback proxy: drain timeout, closing the connections left",
+		     "connections", n, NULL);
+	}
+	while (p->conns)
+		conn_free(p->conns);
+	atomic_store(&p->drained, true);
+}
+
+static void start_drain(proxy *p)
+{
+	p->draining = true;
+	for (int i = 0; i < 2; i++) {
+		if (p->lst[i])
+			evconnlistener_free(p->lst[i]);
+		else if (p->fd[i] >= 0)
+			close(p->fd[i]);
+		p->lst[i] = NULL;
+		p->fd[i] = -1;
+	}
+	/* Waiting for a request that has not begun: nothing is in flight. The
+	 * others say "Connection: close" if their answer has not started. */
+	for (pconn *c = p->conns, *next; c; c = next) {
+		next = c->next;
+		c->req_close = true;
+		if (c->state == ST_HEAD &&
+		    evbuffer_get_length(bufferevent_get_input(c->down)) == 0)
+			conn_free(c);
+	}
+	if (p->n_conns == 0) {
+		atomic_store(&p->drained, true);
+		return;
+	}
+	struct timeval tv = tv_ms(atomic_load(&p->drain_ms));
+	p->drain_ev = evtimer_new(p->base, drain_deadline, p);
+	if (!p->drain_ev || evtimer_add(p->drain_ev, &tv) < 0)
+		drain_deadline(-1, 0, p);
+}
+
 static void on_wake(evutil_socket_t fd, short what, void *arg)
 {
 	proxy *p = arg;
 	uint64_t v;
 	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		ulog(LOG_WARN, "fallback proxy: wake-up read failed", "error", strerror(errno), NULL);
-	event_base_loopbreak(p->base);
+	if (atomic_load(&p->stop))
+		event_base_loopbreak(p->base);
+	else if (atomic_load(&p->drain_req) && !p->draining)
+		start_drain(p);
+}
+
+static void wake(proxy *p)
+{
+	uint64_t one = 1;
+	if (write(p->wake_fd, &one, sizeof(one)) < 0)
+		ulog(LOG_WARN, "fallback proxy: cannot wake the thread", "error", strerror(errno),
+		     NULL);
 }
 
 static void *proxy_main(void *arg)
@@ -1024,10 +1110,8 @@ void proxy_free(proxy *p)
 	if (!p)
 		return;
 	if (p->started) {
-		uint64_t one = 1;
-		if (write(p->wake_fd, &one, sizeof(one)) < 0)
-			ulog(LOG_WARN, "fallback proxy: cannot wake the thread", "error",
-			     strerror(errno), NULL);
+		atomic_store(&p->stop, true);
+		wake(p);
 		pthread_join(p->thread, NULL);
 	}
 	while (p->conns)
@@ -1040,10 +1124,42 @@ void proxy_free(proxy *p)
 	}
 	if (p->wake_ev)
 		event_free(p->wake_ev);
+	if (p->drain_ev)
+		event_free(p->drain_ev);
 	if (p->base)
 		event_base_free(p->base);
 	if (p->wake_fd >= 0)
 		close(p->wake_fd);
 	free(p->svcs);
 	free(p);
+}
+
+void proxy_drain(proxy *p, int64_t timeout_ms)
+{
+	atomic_store(&p->drain_ms, timeout_ms > 0 ? timeout_ms : 0);
+	atomic_store(&p->drain_req, true);
+	wake(p);
+}
+
+bool proxy_drained(const proxy *p)
+{
+	return atomic_load(&p->drained);
+}
+
+void proxy_collect(void *ctx, adm_out *o)
+{
+	proxy *p = ctx;
+	const char *n = "kepp_proxy_requests_total";
+	char code[12];
+	adm_out_family(o, n, "counter",
+		       "Requests the fast path's fallback proxy answered, by HTTP status (the pod's, "
+		       "or the proxy's own error).");
+	for (int s = 0; s < N_STATUS; s++) {
+		unsigned long long v;
+		v = atomic_load_explicit(&p->status[s], memory_order_relaxed);
+		if (!v)
+			continue;
+		snprintf(code, sizeof(code), "%d", s);
+		adm_out_sample(o, n, (double)v, "code", code, NULL);
+	}
 }

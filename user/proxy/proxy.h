@@ -14,6 +14,7 @@
  */
 #ifndef KEPP_PROXY_H
 #define KEPP_PROXY_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -52,6 +53,19 @@ proxy *proxy_new(const proxy_opts *o, char *err, size_t errlen);
 int proxy_fd(const proxy *p, int family);
 /* Its port (host order), or 0. */
 uint16_t proxy_port(const proxy *p, int family);
+
+/* Starts the drain (SIGTERM; any thread): the listeners close, so no new
+ * connection arrives; idle connections close; requests in flight finish
+ * (their connections close after the answer) for up to |timeout_ms|, then
+ * the rest are cut. */
+void proxy_drain(proxy *p, int64_t timeout_ms);
+/* Whether the drain is over: no connection left (any thread). */
+bool proxy_drained(const proxy *p);
+
+/* An adm_collect_fn (ctx: the proxy): kepp_proxy_requests_total{code}, the
+ * answers by HTTP status. Safe from any thread (atomic counters). */
+struct adm_out;
+void proxy_collect(void *ctx, struct adm_out *o);
 
 /* Stops the thread and closes every connection (requests in flight are cut). */
 void proxy_free(proxy *p);
