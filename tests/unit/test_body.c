@@ -576,6 +576,49 @@ static void test_rewrite_back(void)
 	arena_free(&a);
 }
 
+/* The word-at-a-time scans (bj_check's strings, skipping, decoding) at every
+ * offset of the special byte, around the 8-byte boundaries; and the bounded
+ * decode is a prefix of the full one. */
+static void test_string_runs(void)
+{
+	static const char *const specials[] = {"\\\"", "\\\\", "\\u00e9", "\xc3\xa9", "\xff",
+					       "\xf0\x9f\x98\x80", "\\n"};
+	static const char *const decoded[] = {"\"", "\\", "\xc3\xa9", "\xc3\xa9",
+					      "\xef\xbf\xbd", "\xf0\x9f\x98\x80", "\n"};
+	char in[128], want[128], out[3 * 128];
+	for (size_t k = 0; k < sizeof(specials) / sizeof(specials[0]); k++) {
+		for (size_t off = 0; off < 20; off++) {
+			size_t sl = strlen(specials[k]), dl = strlen(decoded[k]);
+			size_t n = 0, w = 0;
+			in[n++] = '"';
+			for (size_t i = 0; i < off; i++)
+				in[n++] = want[w++] = (char)('a' + i);
+			memcpy(in + n, specials[k], sl);
+			n += sl;
+			memcpy(want + w, decoded[k], dl);
+			w += dl;
+			for (size_t i = 0; i < 11; i++)
+				in[n++] = want[w++] = 'z';
+			in[n++] = '"';
+			CHECK_STR(check(in, n), "");
+			bj_val v = bj_value(in, n);
+			CHECK_INT(v.n, n);
+			size_t got = bj_unquote(&v, out);
+			CHECK(got == w && memcmp(out, want, w) == 0);
+			for (size_t max = 0; max <= w; max++) {
+				got = bj_unquote_n(&v, out, max);
+				CHECK(got >= max && got <= max + 4 && got <= w);
+				CHECK(memcmp(out, want, got) == 0);
+			}
+			/* A control byte at the same offset ends the string's scan. */
+			in[1 + off] = '\x01';
+			CHECK_STR(check(in, n), "invalid character '\\x01' in string literal");
+		}
+	}
+	/* Bytes >= 0x80 are not control bytes for the scan. */
+	CHECK_STR(check("\"\x80\x9f\xa0\xff\xfe\xe0\xc0\x81\x82\"", 11), "");
+}
+
 int main(void)
 {
 	RUN(test_syntax_errors);
@@ -594,5 +637,6 @@ int main(void)
 	RUN(test_usage_json);
 	RUN(test_usage_sse);
 	RUN(test_rewrite_back);
+	RUN(test_string_runs);
 	return harness_done();
 }

@@ -1925,6 +1925,65 @@ static void test_prefix_lru_and_autotune(void)
 	sched_free(s);
 }
 
+/* The per-server index grows with what it holds (not sized for the
+ * capacity up front) and keeps every entry through the growth; the whole
+ * index is bounded by maxIndexEntries, a server then replacing its own
+ * oldest entries. */
+static void test_prefix_index_growth_and_bound(void)
+{
+	sched *s = prefix_sched("{\"autoTune\":false,\"blockSizeTokens\":1}");
+	CHECK(s != NULL);
+	if (!s)
+		return;
+	store_catalog *cat = store_catalog_new();
+	struct pod pods[] = {P(0, 0)};
+	store_snapshot *snap = snap_of(cat, pods, 1);
+	double sc[1];
+	char prompt[32];
+	for (int i = 0; i < 300; i++) {
+		snprintf(prompt, sizeof(prompt), "%04dA%03dB%03dC%03d", i, i % 1000, i, i);
+		decide_prompt(s, snap, "m", prompt);
+	}
+	int64_t entries = 0;
+	CHECK(sched_prefix_index_size(s, &entries));
+	CHECK_INT(entries, 1200);
+	int held = 0;
+	for (int i = 0; i < 300; i++) {
+		snprintf(prompt, sizeof(prompt), "%04dA%03dB%03dC%03d", i, i % 1000, i, i);
+		prefix_scores(s, snap, "m", prompt, sc);
+		held += sc[0] == 1.0;
+	}
+	CHECK_INT(held, 300);
+	store_release(snap);
+	sched_free(s);
+
+	s = prefix_sched("{\"autoTune\":false,\"blockSizeTokens\":1,\"maxIndexEntries\":6}");
+	CHECK(s != NULL);
+	if (!s) {
+		store_catalog_unref(cat);
+		return;
+	}
+	snap = snap_of(cat, pods, 1);
+	decide_prompt(s, snap, "m", "aaaabbbbccccdddd");
+	decide_prompt(s, snap, "m", "eeeeffffgggghhhh");
+	CHECK(sched_prefix_index_size(s, &entries));
+	CHECK_INT(entries, 6);
+	prefix_scores(s, snap, "m", "eeeeffffgggghhhh", sc);
+	CHECK(sc[0] == 1.0);
+	/* The two oldest blocks (aaaa, bbbb) made room: the walk stops at once. */
+	prefix_scores(s, snap, "m", "aaaabbbbccccdddd", sc);
+	CHECK(sc[0] == 0);
+	store_release(snap);
+	store_catalog_unref(cat);
+	sched_free(s);
+
+	struct tcfg *t = cfg_new();
+	cfg_plugin(t, "px", "prefix-cache-scorer", "{\"maxIndexEntries\":-1}", 5);
+	EXPECT_ERR(t, "test.yaml:5: failed to create plugin 'px' (type: prefix-cache-scorer): "
+		      "invalid configuration: maxIndexEntries must be >= 0 (0: no bound; current "
+		      "value: -1)");
+}
+
 static void test_prefix_cleanup(void)
 {
 	sched *s = prefix_sched("{\"autoTune\":false,\"blockSizeTokens\":1}");
@@ -2437,6 +2496,7 @@ int main(void)
 	RUN(test_durations);
 	RUN(test_prefix_scorer);
 	RUN(test_prefix_lru_and_autotune);
+	RUN(test_prefix_index_growth_and_bound);
 	RUN(test_prefix_cleanup);
 	RUN(test_prefix_validation);
 	RUN(test_concurrent_workers);

@@ -41,15 +41,27 @@ typedef Google__Protobuf__Value PbValue;
 #define K_SUBSET "x-gateway-destination-endpoint-subset"
 #define K_SERVED "x-gateway-destination-endpoint-served"
 
+/* Ended streams kept per worker for reuse with their arena and small
+ * buffers: the steady state allocates no per-stream memory. */
+#define EP_CACHE 128
+/* A body buffer at most this big stays with a stream kept for reuse. */
+#define BUF_KEEP_BYTES (64 * 1024)
+#define PRESIZE_MAX (16 << 20)
+
+typedef struct ep_stream ep_stream;
+
 struct xp_ep {
 	store *store;
 	xp_ep_opts o;
 	arena scratch; /* one message's decode and encode; reset after each */
 	ProtobufCAllocator pb_alloc;
+	ep_stream *free_streams; /* linked by next_free */
+	uint32_t n_free;
 };
 
 typedef struct hdr {
 	const char *key;
+	size_t klen;
 	const char *val;
 	size_t vlen;
 } hdr;
@@ -65,8 +77,9 @@ typedef struct buf {
 } buf;
 
 /* Per-stream state (spec §2.7's RequestReceived .. TrailerResponseResponsesComplete). */
-typedef struct ep_stream {
+struct ep_stream {
 	xp_ep *ep;
+	ep_stream *next_free;    /* in xp_ep.free_streams */
 	xp_stream *st;
 	arena mem;               /* lives as long as the stream */
 	bool failed;             /* an ImmediateResponse or error ended processing */
@@ -97,7 +110,7 @@ typedef struct ep_stream {
 	const store_snapshot *snap; /* held from the decision until the stream ends */
 	sched_usage usage;
 	adm_req m;               /* metrics of this stream (user/admin) */
-} ep_stream;
+};
 
 static void *pb_alloc(void *ctx, size_t n) { return arena_alloc(ctx, n); }
 static void pb_free(void *ctx, void *p) { (void)ctx, (void)p; }
@@ -148,6 +161,14 @@ static void buf_free(buf *b)
 	b->len = b->cap = 0;
 }
 
+/* Done with the contents: a small buffer is kept for the next body. */
+static void buf_done(buf *b)
+{
+	if (b->cap > BUF_KEEP_BYTES)
+		buf_free(b);
+	b->len = 0;
+}
+
 /* Header values: raw_value when non-empty, else value (spec §2.3). */
 static void header_value(const HeaderValue *h, const char **v, size_t *len)
 {
@@ -163,19 +184,32 @@ static void header_value(const HeaderValue *h, const char **v, size_t *len)
 	}
 }
 
-static hdr *hdrs_find(const hdrs *h, const char *name)
+/* Header names compare case-insensitively; HTTP/2 and Envoy send them in
+ * lowercase, so the length and then the bytes decide almost every time. */
+static bool name_eq(const char *a, size_t alen, const char *b, size_t blen)
+{
+	return alen == blen && (memcmp(a, b, alen) == 0 || strncasecmp(a, b, alen) == 0);
+}
+
+static hdr *hdrs_find_n(const hdrs *h, const char *name, size_t len)
 {
 	for (size_t i = 0; i < h->n; i++)
-		if (strcasecmp(h->v[i].key, name) == 0)
+		if (name_eq(h->v[i].key, h->v[i].klen, name, len))
 			return &h->v[i];
 	return NULL;
+}
+
+static hdr *hdrs_find(const hdrs *h, const char *name)
+{
+	return hdrs_find_n(h, name, strlen(name));
 }
 
 /* Stores a header; a later duplicate overwrites (spec §2.7 step 1). */
 static int hdrs_set(arena *a, hdrs *h, const char *key, const char *val, size_t vlen,
 		    size_t limit)
 {
-	hdr *e = hdrs_find(h, key);
+	size_t klen = strlen(key);
+	hdr *e = hdrs_find_n(h, key, klen);
 	if (!e) {
 		if (h->n == h->cap) {
 			if (h->n >= limit)
@@ -188,7 +222,8 @@ static int hdrs_set(arena *a, hdrs *h, const char *key, const char *val, size_t 
 			h->cap = cap;
 		}
 		e = &h->v[h->n++];
-		e->key = must(arena_strdup(a, key));
+		e->key = must(arena_strndup(a, key, klen));
+		e->klen = klen;
 	}
 	e->val = must(arena_strndup(a, val, vlen));
 	e->vlen = vlen;
@@ -196,16 +231,21 @@ static int hdrs_set(arena *a, hdrs *h, const char *key, const char *val, size_t 
 }
 
 /* Request headers the EPP reads but never echoes back (pkg/epp/util/request/headers.go). */
-static bool system_owned(const char *k)
+static bool system_owned(const char *k, size_t klen)
 {
-	static const char *const names[] = {
-		"x-gateway-inference-fairness-id", "x-gateway-inference-objective",
-		"x-gateway-model-name-rewrite",    K_SUBSET,
-		H_DEST,                            K_SERVED,
-		"content-length",
+#define SO(n) {n, sizeof(n) - 1}
+	static const struct {
+		const char *name;
+		size_t len;
+	} names[] = {
+		SO("x-gateway-inference-fairness-id"), SO("x-gateway-inference-objective"),
+		SO("x-gateway-model-name-rewrite"),    SO(K_SUBSET),
+		SO(H_DEST),                            SO(K_SERVED),
+		SO("content-length"),
 	};
+#undef SO
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (strcasecmp(k, names[i]) == 0)
+		if (name_eq(k, klen, names[i].name, names[i].len))
 			return true;
 	return false;
 }
@@ -276,13 +316,16 @@ static PbStruct *dest_metadata(arena *a, const char *targets)
 	return outer;
 }
 
+static void pack_resp(const void *msg, uint8_t *out)
+{
+	protobuf_c_message_pack(msg, out);
+}
+
+/* Packed straight into the stream's output. */
 static void send_resp(ep_stream *s, PResp *r)
 {
-	arena *a = &s->ep->scratch;
 	size_t n = protobuf_c_message_get_packed_size(&r->base);
-	uint8_t *out = must(arena_alloc(a, n ? n : 1));
-	protobuf_c_message_pack(&r->base, out);
-	xp_stream_send(s->st, out, n);
+	xp_stream_send_packed(s->st, n, pack_resp, &r->base);
 }
 
 static PResp *new_resp(arena *a)
@@ -512,7 +555,10 @@ static sched_str hval(const hdrs *h, const char *name)
 	return r;
 }
 
-static void decide_and_answer(ep_stream *s, bool trailers_follow)
+/* Decides on |body| (the buffered body, or the single body message itself)
+ * and answers. */
+static void decide_and_answer(ep_stream *s, const char *body, size_t body_len,
+			      bool trailers_follow)
 {
 	xp_ep *ep = s->ep;
 	const store_snapshot *snap = store_acquire(ep->store);
@@ -530,8 +576,8 @@ static void decide_and_answer(ep_stream *s, bool trailers_follow)
 		rq.fairness_id.len = strlen("default-flow");
 	}
 	rq.request_id = hval(&s->req_h, "x-request-id");
-	rq.body = s->body.p ? s->body.p : "";
-	rq.body_len = s->body.len;
+	rq.body = body ? body : "";
+	rq.body_len = body_len;
 	if (!ep->o.disable_subset && s->has_subset) {
 		rq.has_subset = true;
 		rq.subset = s->subset;
@@ -605,15 +651,18 @@ static void decide_and_answer(ep_stream *s, bool trailers_follow)
 	 * destination, then the body in chunks. */
 	for (size_t i = 0; i < s->req_h.n; i++) {
 		const hdr *h = &s->req_h.v[i];
-		if (!system_owned(h->key))
+		if (!system_owned(h->key, h->klen))
 			set_add(a, &sl, h->key, h->val, h->vlen);
 	}
 	CommonResponse *cr = new_common(a);
 	cr->clear_route_cache = 1;
 	cr->header_mutation = mutation(a, &sl);
 	send_headers_resp(s, true, cr, md);
-	arena_reset(a);
+	/* No arena_reset here: the body may live in the scratch arena (the
+	 * decoded message it came in). */
 	send_body_chunks(s, true, s->res.body, s->res.body_len, !trailers_follow, NULL);
+	/* res.body may point into that message: not used after this. */
+	s->res.body = NULL;
 }
 
 static void on_request_headers(ep_stream *s, const HttpHeaders *hh)
@@ -684,24 +733,65 @@ static void on_request_headers(ep_stream *s, const HttpHeaders *hh)
 	}
 }
 
+static void body_too_big(ep_stream *s)
+{
+	char msg[160];
+	snprintf(msg, sizeof(msg), "inference error: BadRequest - request body exceeds %zu bytes",
+		 s->ep->o.max_body_bytes);
+	send_immediate(s, SCHED_BAD_REQUEST, msg);
+}
+
+/* A body in several messages: one buffer of the announced content-length
+ * (within the limit) instead of doubling it as the chunks come. */
+static void body_presize(ep_stream *s)
+{
+	sched_str cl = hval(&s->req_h, "content-length");
+	size_t want = 0;
+	for (size_t i = 0; cl.p && i < cl.len && i < 20; i++) {
+		if (cl.p[i] < '0' || cl.p[i] > '9')
+			return;
+		want = want * 10 + (size_t)(cl.p[i] - '0');
+	}
+	/* Past PRESIZE_MAX the buffer grows with what actually arrives: an
+	 * announced length reserves no more than that. */
+	if (want <= s->body.cap || want > s->ep->o.max_body_bytes || want > PRESIZE_MAX)
+		return;
+	char *q = realloc(s->body.p, want);
+	if (q) {
+		s->body.p = q;
+		s->body.cap = want;
+	}
+}
+
 static void on_request_body(ep_stream *s, const HttpBody *b)
 {
 	if (!s->req_headers_done || s->req_body_eos)
 		return; /* duplicate end-of-stream chunks are ignored (envoy#46237) */
+	bool last = (b && b->end_of_stream) || s->buffered;
+	if (last && !s->body.len) {
+		/* The whole body in one message (the common case up to Envoy's
+		 * chunk size): decide on the message's bytes, no copy. */
+		size_t len = b ? b->body.len : 0;
+		if (len > s->ep->o.max_body_bytes) {
+			body_too_big(s);
+			return;
+		}
+		s->req_body_eos = true;
+		decide_and_answer(s, len ? (const char *)b->body.data : "", len, false);
+		return;
+	}
+	if (b && b->body.len && !s->body.len)
+		body_presize(s);
 	if (b && b->body.len &&
 	    buf_append(&s->body, b->body.data, b->body.len, s->ep->o.max_body_bytes) < 0) {
-		char msg[160];
-		snprintf(msg, sizeof(msg),
-			 "inference error: BadRequest - request body exceeds %zu bytes",
-			 s->ep->o.max_body_bytes);
-		send_immediate(s, SCHED_BAD_REQUEST, msg);
+		body_too_big(s);
 		return;
 	}
 	/* In BUFFERED mode the single body message is the whole body. */
-	if ((b && b->end_of_stream) || s->buffered) {
+	if (last) {
 		s->req_body_eos = true;
-		decide_and_answer(s, false);
-		buf_free(&s->body);
+		decide_and_answer(s, s->body.p, s->body.len, false);
+		buf_done(&s->body);
 	}
 }
 
@@ -714,8 +804,8 @@ static void on_request_trailers(ep_stream *s)
 		 * complete now. Body responses keep end_of_stream false, then the
 		 * trailers response follows, keeping headers -> body -> trailers. */
 		s->req_body_eos = true;
-		decide_and_answer(s, true);
-		buf_free(&s->body);
+		decide_and_answer(s, s->body.p, s->body.len, true);
+		buf_done(&s->body);
 		if (s->failed)
 			return;
 	}
@@ -756,7 +846,7 @@ static void on_response_headers(ep_stream *s, const HttpHeaders *hh)
 			s->resp_streaming = true;
 		if (!strcmp(h->key, ":status") || !strcmp(h->key, "status"))
 			adm_response_status(&s->m, v, vl);
-		if (!system_owned(h->key))
+		if (!system_owned(h->key, strlen(h->key)))
 			set_add(a, &sl, h->key, v, vl);
 	}
 	if (s->decided && s->res.stream)
@@ -816,10 +906,9 @@ static void response_done(ep_stream *s)
 	adm_response_done(s->ep->o.obs, &s->m, &s->res, &s->usage);
 }
 
-static void finish_response_body(ep_stream *s, bool eos)
+/* The whole response body is |p|: the buffered one, or the only message. */
+static void finish_response_body_at(ep_stream *s, const char *p, size_t len, bool eos)
 {
-	const char *p = s->resp_body.p ? s->resp_body.p : "";
-	size_t len = s->resp_body.len;
 	if (!s->res.raw_payload)
 		sched_usage_parse_json(p, len, &s->usage);
 	response_done(s);
@@ -829,7 +918,12 @@ static void finish_response_body(ep_stream *s, bool eos)
 		sched_str out = rewrite_back(s, p, len);
 		send_body_chunks(s, false, out.p, out.len, eos, NULL);
 	}
-	buf_free(&s->resp_body);
+}
+
+static void finish_response_body(ep_stream *s, bool eos)
+{
+	finish_response_body_at(s, s->resp_body.p ? s->resp_body.p : "", s->resp_body.len, eos);
+	buf_done(&s->resp_body);
 }
 
 static void on_response_body(ep_stream *s, const HttpBody *b)
@@ -850,6 +944,12 @@ static void on_response_body(ep_stream *s, const HttpBody *b)
 			s->resp_body_eos = true;
 			response_done(s);
 		}
+		return;
+	}
+	if ((eos || s->resp_buffered) && !s->resp_body.len && len <= s->ep->o.max_body_bytes) {
+		/* The whole body in one message: answered from it, no copy. */
+		s->resp_body_eos = true;
+		finish_response_body_at(s, p, len, true);
 		return;
 	}
 	if (len && buf_append(&s->resp_body, p, len, s->ep->o.max_body_bytes) < 0) {
@@ -890,14 +990,39 @@ static void on_response_trailers(ep_stream *s)
 
 static void *ep_open(xp_stream *st, void *method_ctx)
 {
-	ep_stream *s = calloc(1, sizeof(*s));
-	if (!s)
-		return NULL;
-	s->ep = method_ctx;
+	xp_ep *ep = method_ctx;
+	ep_stream *s = ep->free_streams;
+	if (s) {
+		/* A cached stream: everything starts over but its memory. */
+		ep->free_streams = s->next_free;
+		ep->n_free--;
+		arena mem = s->mem;
+		buf body = s->body, resp_body = s->resp_body;
+		memset(s, 0, sizeof(*s));
+		s->mem = mem;
+		s->body = body;
+		s->resp_body = resp_body;
+		arena_reset(&s->mem);
+	} else {
+		s = calloc(1, sizeof(*s));
+		if (!s)
+			return NULL;
+		/* Room for the request headers, the decision and the trace of a
+		 * usual request in the first block. */
+		arena_init(&s->mem, 16384);
+	}
+	s->ep = ep;
 	s->st = st;
-	arena_init(&s->mem, 4096);
-	adm_stream_open(s->ep->o.obs, &s->m);
+	adm_stream_open(ep->o.obs, &s->m);
 	return s;
+}
+
+static void ep_destroy(ep_stream *s)
+{
+	buf_free(&s->body);
+	buf_free(&s->resp_body);
+	arena_free(&s->mem);
+	free(s);
 }
 
 static void ep_message(xp_stream *st, void *ctx, const uint8_t *msg, size_t len)
@@ -963,10 +1088,16 @@ static void ep_close(xp_stream *st, void *ctx, bool cancelled)
 		sched_request_done(s->snap->sched, &s->res);
 	if (s->snap)
 		store_release(s->snap);
-	buf_free(&s->body);
-	buf_free(&s->resp_body);
-	arena_free(&s->mem);
-	free(s);
+	xp_ep *ep = s->ep;
+	if (ep->n_free >= EP_CACHE) {
+		ep_destroy(s);
+		return;
+	}
+	buf_done(&s->body);
+	buf_done(&s->resp_body);
+	s->next_free = ep->free_streams;
+	ep->free_streams = s;
+	ep->n_free++;
 }
 
 xp_ep *xp_ep_new(store *st, const xp_ep_opts *o)
@@ -989,6 +1120,11 @@ void xp_ep_free(xp_ep *ep)
 {
 	if (!ep)
 		return;
+	while (ep->free_streams) {
+		ep_stream *s = ep->free_streams;
+		ep->free_streams = s->next_free;
+		ep_destroy(s);
+	}
 	arena_free(&ep->scratch);
 	free(ep);
 }

@@ -61,6 +61,10 @@ typedef struct xp_method {
  * 4 GiB - 1, -ENOMEM. May be called from open on. Response headers go out
  * with the first message. */
 int xp_stream_send(xp_stream *st, const uint8_t *msg, size_t len);
+/* The same for a message that |pack| writes (|len| bytes, from |msg|)
+ * straight into the stream's output: no intermediate copy. */
+int xp_stream_send_packed(xp_stream *st, size_t len, void (*pack)(const void *msg, uint8_t *out),
+			  const void *msg);
 /* Ends the stream with trailers grpc-status (and grpc-message when not NULL,
  * percent-encoded here), after every queued message; before any message it
  * is a Trailers-Only response. Idempotent; a no-op once the stream is gone. */

@@ -22,6 +22,15 @@ void xp_dec_free(xp_dec *d)
 	d->len = d->cap = 0;
 }
 
+void xp_dec_reset(xp_dec *d, size_t max_message_bytes)
+{
+	uint8_t *buf = d->buf;
+	size_t cap = d->cap;
+	xp_dec_init(d, max_message_bytes);
+	d->buf = buf;
+	d->cap = cap;
+}
+
 bool xp_dec_partial(const xp_dec *d)
 {
 	return d->hdr_len > 0;

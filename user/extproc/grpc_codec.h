@@ -33,6 +33,8 @@ typedef struct xp_dec {
 
 void xp_dec_init(xp_dec *d, size_t max_message_bytes);
 void xp_dec_free(xp_dec *d);
+/* Starts over for a new stream, keeping the buffer (xp_dec_init state). */
+void xp_dec_reset(xp_dec *d, size_t max_message_bytes);
 
 /* Consumes all |n| bytes of |p| unless stopped by |cb| or an error.
  * Returns 0, |cb|'s nonzero value, or a (sticky) error:

@@ -21,6 +21,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +55,11 @@
 #define MAX_HEADER_BYTES (16 * 1024)
 #define MAX_GRPC_MESSAGE 1024 /* encoded grpc-message bytes sent */
 #define LISTEN_BACKLOG 1024
+/* Finished streams kept per server for reuse (with their buffers and arena),
+ * so the steady state allocates no stream memory. */
+#define STREAM_CACHE 128
+/* A stream's output buffer at most this big is kept when it is reused. */
+#define OUT_KEEP_BYTES (256 * 1024)
 /* The PING sent with the shutdown notice; its ACK means the client has
  * seen the notice, so the final GOAWAY can name the last stream. */
 static const uint8_t drain_ping[8] = {'k', 'e', 'p', 'p', 'd', 'r', 'n', '1'};
@@ -62,6 +69,14 @@ typedef struct xp_conn xp_conn;
 typedef struct hdr {
 	const char *name, *value;
 } hdr;
+
+/* Framed response messages not yet in DATA frames: bytes [off, off + len)
+ * of p. A plain buffer kept with the stream instead of an evbuffer, whose
+ * chains would be allocated and freed for every message. */
+typedef struct obuf {
+	uint8_t *p;
+	size_t off, len, cap;
+} obuf;
 
 struct xp_stream {
 	xp_conn *c;
@@ -75,7 +90,7 @@ struct xp_stream {
 	size_t hdr_bytes;
 	bool hdr_overflow;
 	xp_dec dec;
-	struct evbuffer *out; /* framed response messages not yet in DATA frames */
+	obuf out;
 	size_t unconsumed;    /* DATA bytes received but not yet given back */
 	char status_str[12];  /* grpc-status */
 	const char *message;  /* percent-encoded, or NULL */
@@ -109,6 +124,8 @@ struct xp_server {
 	int port;
 	xp_conn *conns;
 	uint32_t n_conns;
+	xp_stream *free_streams; /* finished streams for reuse, linked by next */
+	uint32_t n_free_streams;
 	int64_t refused_log_s; /* last second a refused connection was logged */
 	atomic_size_t active;
 	bool draining;
@@ -116,6 +133,8 @@ struct xp_server {
 
 static void conn_free(xp_conn *c);
 static void conn_send(xp_conn *c);
+static uint8_t *stream_reserve(xp_stream *st, size_t len);
+static int stream_commit(xp_stream *st, size_t len);
 
 /* ---- streams ---------------------------------------------------------- */
 
@@ -202,14 +221,47 @@ void xp_stream_finish(xp_stream *st, int grpc_status, const char *grpc_message)
 	stream_end(st, grpc_status, grpc_message, "200");
 }
 
+/* Room for |n| more bytes at the end of |b|; moves what is left to the front
+ * first. */
+static int obuf_reserve(obuf *b, size_t n)
+{
+	if (b->off + b->len + n <= b->cap)
+		return 0;
+	if (b->off) {
+		memmove(b->p, b->p + b->off, b->len);
+		b->off = 0;
+	}
+	if (b->len + n <= b->cap)
+		return 0;
+	if (n > SIZE_MAX / 2 - b->len)
+		return -ENOMEM;
+	size_t cap = b->cap ? b->cap * 2 : 4096;
+	while (cap < b->len + n)
+		cap *= 2;
+	uint8_t *q = realloc(b->p, cap);
+	if (!q)
+		return -ENOMEM;
+	b->p = q;
+	b->cap = cap;
+	return 0;
+}
+
+static void obuf_free(obuf *b)
+{
+	free(b->p);
+	memset(b, 0, sizeof(*b));
+}
+
+/* DATA payloads are not copied into nghttp2's frame buffer: data_read only
+ * says how many bytes go (NO_COPY) and send_data writes them from the
+ * stream's buffer straight to the connection. */
 static ssize_t data_read(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t len,
 			 uint32_t *flags, nghttp2_data_source *src, void *user)
 {
 	xp_stream *st = src->ptr;
-	int n = evbuffer_remove(st->out, buf, len);
-	if (n < 0)
-		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-	if (evbuffer_get_length(st->out) == 0 && st->finished) {
+	size_t n = st->out.len < len ? st->out.len : len;
+	*flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+	if (st->out.len == n && st->finished) {
 		nghttp2_nv nva[] = {
 			NV("grpc-status", st->status_str),
 			NV("grpc-message", st->message ? st->message : ""),
@@ -217,15 +269,13 @@ static ssize_t data_read(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t l
 		*flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
 		if (nghttp2_submit_trailer(h2, id, nva, st->message ? 2 : 1) != 0)
 			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-		return n;
+		return (ssize_t)n;
 	}
 	if (n == 0) {
 		st->deferred = true;
 		return NGHTTP2_ERR_DEFERRED;
 	}
-	if (st->unconsumed && evbuffer_get_length(st->out) < STREAM_OUT_HIGH / 2)
-		stream_release(st);
-	return n;
+	return (ssize_t)n;
 }
 
 int xp_stream_send(xp_stream *st, const uint8_t *msg, size_t len)
@@ -234,12 +284,42 @@ int xp_stream_send(xp_stream *st, const uint8_t *msg, size_t len)
 		return -ECANCELED;
 	if (len > UINT32_MAX)
 		return -EMSGSIZE;
-	uint8_t pre[XP_GRPC_PREFIX];
-	xp_grpc_prefix(pre, (uint32_t)len);
-	if (evbuffer_expand(st->out, sizeof(pre) + len) < 0 ||
-	    evbuffer_add(st->out, pre, sizeof(pre)) < 0 ||
-	    (len && evbuffer_add(st->out, msg, len) < 0))
+	uint8_t *p = stream_reserve(st, len);
+	if (!p)
 		return -ENOMEM;
+	if (len)
+		memcpy(p, msg, len);
+	return stream_commit(st, len);
+}
+
+int xp_stream_send_packed(xp_stream *st, size_t len, void (*pack)(const void *msg, uint8_t *out),
+			  const void *msg)
+{
+	if (st->finished || st->closed)
+		return -ECANCELED;
+	if (len > UINT32_MAX)
+		return -EMSGSIZE;
+	uint8_t *p = stream_reserve(st, len);
+	if (!p)
+		return -ENOMEM;
+	pack(msg, p);
+	return stream_commit(st, len);
+}
+
+/* Room for one message of |len| bytes after its prefix in the output; the
+ * bytes count once stream_commit runs. */
+static uint8_t *stream_reserve(xp_stream *st, size_t len)
+{
+	if (obuf_reserve(&st->out, XP_GRPC_PREFIX + len) < 0)
+		return NULL;
+	uint8_t *p = st->out.p + st->out.off + st->out.len;
+	xp_grpc_prefix(p, (uint32_t)len);
+	return p + XP_GRPC_PREFIX;
+}
+
+static int stream_commit(xp_stream *st, size_t len)
+{
+	st->out.len += XP_GRPC_PREFIX + len;
 	if (!st->headers_sent) {
 		nghttp2_nv nva[] = {
 			NV(":status", "200"),
@@ -249,7 +329,7 @@ int xp_stream_send(xp_stream *st, const uint8_t *msg, size_t len)
 		nghttp2_data_provider dp = {.source.ptr = st, .read_callback = data_read};
 		st->headers_sent = true;
 		if (nghttp2_submit_response(st->c->h2, st->id, nva, 3, &dp) != 0) {
-			evbuffer_drain(st->out, evbuffer_get_length(st->out));
+			st->out.off = st->out.len = 0;
 			return -ENOMEM;
 		}
 	} else if (st->deferred) {
@@ -262,18 +342,32 @@ int xp_stream_send(xp_stream *st, const uint8_t *msg, size_t len)
 
 static xp_stream *stream_new(xp_conn *c, int32_t id)
 {
-	xp_stream *st = calloc(1, sizeof(*st));
-	if (!st)
-		return NULL;
-	st->out = evbuffer_new();
-	if (!st->out) {
-		free(st);
-		return NULL;
+	xp_server *s = c->s;
+	xp_stream *st = s->free_streams;
+	if (st) {
+		/* Everything but the kept memory starts over. */
+		s->free_streams = st->next;
+		s->n_free_streams--;
+		arena mem = st->mem;
+		xp_dec dec = st->dec;
+		obuf out = st->out;
+		memset(st, 0, offsetof(xp_stream, hdrs));
+		memset(&st->n_hdrs, 0, sizeof(*st) - offsetof(xp_stream, n_hdrs));
+		st->mem = mem;
+		st->dec = dec;
+		st->out = out;
+		st->out.off = st->out.len = 0;
+		arena_reset(&st->mem);
+		xp_dec_reset(&st->dec, s->o.max_message_bytes);
+	} else {
+		st = calloc(1, sizeof(*st));
+		if (!st)
+			return NULL;
+		arena_init(&st->mem, 2048);
+		xp_dec_init(&st->dec, s->o.max_message_bytes);
 	}
 	st->c = c;
 	st->id = id;
-	arena_init(&st->mem, 2048);
-	xp_dec_init(&st->dec, c->s->o.max_message_bytes);
 	st->next = c->streams;
 	if (c->streams)
 		c->streams->prev = st;
@@ -282,7 +376,16 @@ static xp_stream *stream_new(xp_conn *c, int32_t id)
 	return st;
 }
 
-/* The stream is gone: the handler's close runs, then the memory goes. */
+static void stream_destroy(xp_stream *st)
+{
+	xp_dec_free(&st->dec);
+	obuf_free(&st->out);
+	arena_free(&st->mem);
+	free(st);
+}
+
+/* The stream is gone: the handler's close runs, then its memory goes back
+ * to the server's cache (or to malloc when the cache is full). */
 static void stream_free(xp_stream *st)
 {
 	xp_conn *c = st->c;
@@ -296,10 +399,16 @@ static void stream_free(xp_stream *st)
 	if (st->next)
 		st->next->prev = st->prev;
 	atomic_fetch_sub(&c->s->active, 1);
-	xp_dec_free(&st->dec);
-	evbuffer_free(st->out);
-	arena_free(&st->mem);
-	free(st);
+	xp_server *s = c->s;
+	if (s->n_free_streams < STREAM_CACHE) {
+		if (st->out.cap > OUT_KEEP_BYTES)
+			obuf_free(&st->out);
+		st->next = s->free_streams;
+		s->free_streams = st;
+		s->n_free_streams++;
+		return;
+	}
+	stream_destroy(st);
 }
 
 /* application/grpc, optionally followed by "+codec" or parameters. */
@@ -394,7 +503,7 @@ static void stream_data(xp_stream *st, const uint8_t *data, size_t len)
 			break;
 		}
 	}
-	if (!st->finished && st->opened && evbuffer_get_length(st->out) >= STREAM_OUT_HIGH)
+	if (!st->finished && st->opened && st->out.len >= STREAM_OUT_HIGH)
 		st->unconsumed += len;
 	else
 		nghttp2_session_consume(st->c->h2, st->id, len);
@@ -425,6 +534,27 @@ static ssize_t on_send(nghttp2_session *h2, const uint8_t *data, size_t len, int
 	if (bufferevent_write(c->bev, data, len) < 0)
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
 	return (ssize_t)len;
+}
+
+static int on_send_data(nghttp2_session *h2, nghttp2_frame *f, const uint8_t *framehd,
+			size_t length, nghttp2_data_source *src, void *user)
+{
+	xp_conn *c = user;
+	xp_stream *st = src->ptr;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	if (evbuffer_get_length(out) >= OUT_WOULDBLOCK)
+		return NGHTTP2_ERR_WOULDBLOCK;
+	if (length > st->out.len ||
+	    bufferevent_write(c->bev, framehd, 9) < 0 ||
+	    (length && bufferevent_write(c->bev, st->out.p + st->out.off, length) < 0))
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	st->out.off += length;
+	st->out.len -= length;
+	if (!st->out.len)
+		st->out.off = 0;
+	if (st->unconsumed && st->out.len < STREAM_OUT_HIGH / 2)
+		stream_release(st);
+	return 0;
 }
 
 static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *f, void *user)
@@ -653,6 +783,7 @@ static int conn_session(xp_conn *c)
 	if (nghttp2_session_callbacks_new(&cbs) != 0)
 		return -ENOMEM;
 	nghttp2_session_callbacks_set_send_callback(cbs, on_send);
+	nghttp2_session_callbacks_set_send_data_callback(cbs, on_send_data);
 	nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
 	nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
@@ -914,5 +1045,10 @@ void xp_server_free(xp_server *s)
 		evconnlistener_free(s->lis);
 	while (s->conns)
 		conn_free(s->conns);
+	while (s->free_streams) {
+		xp_stream *st = s->free_streams;
+		s->free_streams = st->next;
+		stream_destroy(st);
+	}
 	free(s);
 }

@@ -1,7 +1,11 @@
 /* The scraper: libcurl multi driven by a libevent event_base
- * (curl_multi_socket_action with socket and timer callbacks). A round timer
- * starts one request per (endpoint, source) every interval unless the last
- * one still runs: a slow pod is skipped, never piled up. */
+ * (curl_multi_socket_action with socket and timer callbacks). Every interval
+ * each (endpoint, source) gets one request unless the last one still runs: a
+ * slow pod is skipped, never piled up. The round is spread over the interval
+ * in slices (endpoint i in slice i % n_slices), so the scrapes, their
+ * parsing and the model servers' answers do not all land at once: a burst
+ * of hundreds of scrapes every interval is what the request path's latency
+ * tail followed. */
 #include "metrics/metrics.h"
 
 #include <curl/curl.h>
@@ -14,6 +18,11 @@
 
 #include "metrics/prom.h"
 #include "util/log.h"
+
+/* Slices per interval: each a few ms apart at the 50 ms default, at most
+ * MAX_SLICES; a republish follows each slice whose scrapes changed something. */
+#define SLICE_MIN_MS 5
+#define MAX_SLICES 16
 
 typedef struct ex_engines {
 	const sched_extractor *ex;
@@ -73,6 +82,7 @@ struct mx_scraper {
 	sockev socks; /* list head */
 	void (*cb)(void *ctx);
 	void *cb_ctx;
+	uint32_t n_slices, slice; /* slice: the next one to start */
 	bool changed;
 	mx_scraper_stats st;
 };
@@ -305,8 +315,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	mx_scraper *s = arg;
 	if (s->changed)
-		fire(s); /* a slow endpoint held the round back */
-	for (uint32_t i = 0; i < s->n_slots; i++) {
+		fire(s); /* a slow endpoint held the last slice back */
+	uint32_t first = s->slice;
+	s->slice = (s->slice + 1) % s->n_slices;
+	for (uint32_t i = first; i < s->n_slots; i += s->n_slices) {
 		slot *sl = s->slots[i];
 		for (size_t k = 0; k < s->n_srcs; k++) {
 			job *j = &sl->jobs[k];
@@ -651,7 +663,13 @@ mx_scraper *mx_scraper_new(struct event_base *base, const sched_datalayer *dl,
 	curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
 	curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
 	curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
-	struct timeval tv = {s->o.interval_ms / 1000, (s->o.interval_ms % 1000) * 1000};
+	s->n_slices = (uint32_t)(s->o.interval_ms / SLICE_MIN_MS);
+	if (s->n_slices < 1)
+		s->n_slices = 1;
+	if (s->n_slices > MAX_SLICES)
+		s->n_slices = MAX_SLICES;
+	int64_t tick_us = s->o.interval_ms * 1000 / s->n_slices;
+	struct timeval tv = {tick_us / 1000000, tick_us % 1000000};
 	if (event_add(s->tick, &tv) < 0) {
 		snprintf(err, errlen, "cannot arm the scrape timer");
 		goto fail;

@@ -70,6 +70,89 @@ static inline bool is_hex(unsigned char c)
 	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
+/* ---- string runs, eight bytes at a time ------------------------------------- */
+
+/* Prompts are most of a body, so every pass over string contents goes
+ * through these. A flag's lowest set byte is the first byte that matches
+ * exactly (higher bytes may be false positives from the borrow). */
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+static inline uint64_t load8(const unsigned char *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return v;
+}
+
+static inline uint64_t zero_bytes(uint64_t v)
+{
+	return (v - ONES) & ~v & HIGHS;
+}
+
+static inline uint64_t eq_bytes(uint64_t v, unsigned char c)
+{
+	return zero_bytes(v ^ (ONES * c));
+}
+
+/* Bytes < 0x20 (the high bit excluded by ~v). */
+static inline uint64_t ctl_bytes(uint64_t v)
+{
+	return (v - ONES * 0x20) & ~v & HIGHS;
+}
+
+static inline size_t first_flag(uint64_t m)
+{
+	return (size_t)__builtin_ctzll(m) / 8;
+}
+
+/* Length of the run at p of bytes that are not '"', '\\' or a control
+ * character: what bj_check's string state accepts without a step. */
+static size_t run_str_plain(const unsigned char *p, size_t n)
+{
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		uint64_t v = load8(p + i);
+		uint64_t m = eq_bytes(v, '"') | eq_bytes(v, '\\') | ctl_bytes(v);
+		if (m)
+			return i + first_flag(m);
+	}
+	while (i < n && p[i] >= 0x20 && p[i] != '"' && p[i] != '\\')
+		i++;
+	return i;
+}
+
+/* Length of the run at p without '"' or '\\' (inside checked text). */
+static size_t run_no_quote(const unsigned char *p, size_t n)
+{
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		uint64_t v = load8(p + i);
+		uint64_t m = eq_bytes(v, '"') | eq_bytes(v, '\\');
+		if (m)
+			return i + first_flag(m);
+	}
+	while (i < n && p[i] != '"' && p[i] != '\\')
+		i++;
+	return i;
+}
+
+/* Length of the run at p of ASCII bytes other than '\\': decoding copies
+ * them as they are. */
+static size_t run_ascii_plain(const unsigned char *p, size_t n)
+{
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		uint64_t v = load8(p + i);
+		uint64_t m = eq_bytes(v, '\\') | (v & HIGHS);
+		if (m)
+			return i + first_flag(m);
+	}
+	while (i < n && p[i] < 0x80 && p[i] != '\\')
+		i++;
+	return i;
+}
+
 static int sc_error(struct scan *s, unsigned char c, const char *ctx)
 {
 	s->step = ST_ERROR;
@@ -400,8 +483,7 @@ int bj_check(const char *p, size_t n, char *err, size_t errlen)
 	for (size_t i = 0; i < n; i++) {
 		/* Fast path through string bodies. */
 		if (s.step == ST_STR) {
-			while (i < n && u[i] >= 0x20 && u[i] != '"' && u[i] != '\\')
-				i++;
+			i += run_str_plain(u + i, n - i);
 			if (i == n)
 				break;
 		}
@@ -441,9 +523,12 @@ static const char *skip_ws(const char *p, const char *end)
 static const char *skip_string(const char *p, const char *end)
 {
 	for (p++; p < end; p++) {
+		p += run_no_quote((const unsigned char *)p, (size_t)(end - p));
+		if (p >= end)
+			break;
 		if (*p == '\\')
 			p++;
-		else if (*p == '"')
+		else
 			return p + 1;
 	}
 	return end;
@@ -638,14 +723,23 @@ static size_t utf8_seq(const unsigned char *p, const unsigned char *end, unsigne
 	return len;
 }
 
-size_t bj_unquote(const bj_val *s, char *out)
+size_t bj_unquote_n(const bj_val *s, char *out, size_t max_out)
 {
 	if (s->t != BJ_STRING || s->n < 2)
 		return 0;
 	const unsigned char *p = (const unsigned char *)s->p + 1;
 	const unsigned char *end = (const unsigned char *)s->p + s->n - 1;
 	size_t o = 0;
-	while (p < end) {
+	while (p < end && o < max_out) {
+		size_t run = run_ascii_plain(p, (size_t)(end - p));
+		if (run) {
+			if (run > max_out - o)
+				run = max_out - o;
+			memcpy(out + o, p, run);
+			o += run;
+			p += run;
+			continue;
+		}
 		unsigned c = *p;
 		if (c == '\\' && end - p >= 2) {
 			c = p[1];
@@ -706,6 +800,11 @@ size_t bj_unquote(const bj_val *s, char *out)
 		p += l;
 	}
 	return o;
+}
+
+size_t bj_unquote(const bj_val *s, char *out)
+{
+	return bj_unquote_n(s, out, SIZE_MAX);
 }
 
 char *bj_unquote_dup(const bj_val *s, arena *a, size_t *len)

@@ -52,6 +52,10 @@ bool bj_key_fold(const bj_val *s, const char *name);
 /* Decodes string |s| as Go does into |out|, which needs 3 * s->n bytes;
  * returns the decoded length (no NUL added). */
 size_t bj_unquote(const bj_val *s, char *out);
+/* The first bytes of the same decoding: stops once |max_out| bytes are out
+ * (it may write up to 4 more, one UTF-8 sequence); |out| needs room for
+ * min(3 * s->n, max_out + 4) bytes. */
+size_t bj_unquote_n(const bj_val *s, char *out, size_t max_out);
 /* Decoded string into the arena, NUL-terminated; NULL on allocation failure. */
 char *bj_unquote_dup(const bj_val *s, arena *a, size_t *len);
 

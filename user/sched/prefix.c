@@ -26,6 +26,7 @@
 #define NSHARDS 64
 #define CLEANUP_NS (120LL * 1000000000LL) /* servers gone from the pool */
 #define CHARS_PER_TOKEN 4
+#define ONE_SHOT_MAX 1024 /* block characters hashed with one XXH64() call */
 
 /* ---- per-server LRU ---------------------------------------------------------- */
 
@@ -34,19 +35,22 @@ struct lru_node {
 	int32_t prev, next;
 };
 
-/* Open-addressed index hash -> node, sized once for the LRU's capacity, with
- * the nodes in a list by recency. Nodes grow on demand up to the capacity. */
+/* Open-addressed index hash -> node, with the nodes in a list by recency.
+ * Both grow with the entries, up to what the capacity needs: memory follows
+ * what a server holds, not the capacity it reports (tens of thousands of
+ * blocks per vLLM pod). */
 struct lru {
 	struct lru_node *nodes;
 	int32_t *index; /* node, or IDX_EMPTY / IDX_DELETED */
 	size_t n, cap_nodes, index_size, deleted;
-	size_t capacity;
+	size_t capacity, max_index_size;
 	int32_t head, tail; /* head: most recent */
 };
 
 #define IDX_EMPTY (-1)
 #define IDX_DELETED (-2)
 #define LRU_MAX_CAPACITY (1u << 22)
+#define LRU_MIN_INDEX 64
 
 static size_t mix(uint64_t h)
 {
@@ -63,9 +67,11 @@ static int lru_init(struct lru *l, size_t capacity)
 	if (capacity > LRU_MAX_CAPACITY)
 		capacity = LRU_MAX_CAPACITY;
 	l->capacity = capacity ? capacity : 1;
-	size_t sz = 16;
-	while (sz < 2 * l->capacity)
-		sz *= 2;
+	size_t max = 16;
+	while (max < 2 * l->capacity)
+		max *= 2;
+	l->max_index_size = max;
+	size_t sz = max < LRU_MIN_INDEX ? max : LRU_MIN_INDEX;
 	l->index = malloc(sz * sizeof(*l->index));
 	if (!l->index)
 		return -ENOMEM;
@@ -144,9 +150,10 @@ static void lru_push_front(struct lru *l, int32_t v)
 }
 
 /* Adds or refreshes |hash|. Returns 1 and sets *evicted when the oldest
- * entry had to go, 0 otherwise, -ENOMEM (nothing changed) when the node
- * array could not grow. */
-static int lru_add(struct lru *l, uint64_t hash, uint64_t *evicted)
+ * entry had to go (the LRU is at its capacity, or |full|: the whole index is
+ * at its bound and a server replaces its own oldest), 0 otherwise, -ENOMEM
+ * (nothing changed) when the node array could not grow. */
+static int lru_add(struct lru *l, uint64_t hash, bool full, uint64_t *evicted)
 {
 	size_t slot;
 	int32_t v = lru_find(l, hash, &slot);
@@ -156,7 +163,20 @@ static int lru_add(struct lru *l, uint64_t hash, uint64_t *evicted)
 		return 0;
 	}
 	int ret = 0;
-	if (l->n == l->capacity) {
+	if ((l->n + 1) * 2 > l->index_size && l->index_size < l->max_index_size) {
+		/* More than half in use: twice the slots (at most what the
+		 * capacity needs). */
+		int32_t *ni = malloc(2 * l->index_size * sizeof(*ni));
+		if (ni) {
+			free(l->index);
+			l->index = ni;
+			l->index_size *= 2;
+			lru_reindex(l);
+		} else if ((l->n + 1) * 4 > l->index_size * 3) {
+			return -ENOMEM;
+		}
+	}
+	if (l->n == l->capacity || (full && l->n > 0)) {
 		v = l->tail;
 		*evicted = l->nodes[v].hash;
 		if (lru_find(l, *evicted, &slot) >= 0) {
@@ -213,7 +233,8 @@ struct server {
 struct prefix_index {
 	pthread_mutex_t reg; /* registering and removing servers */
 	_Atomic int64_t last_cleanup_ns;
-	_Atomic int64_t entries; /* sum of the servers' LRU sizes, for metrics */
+	_Atomic int64_t entries; /* sum of the servers' LRU sizes */
+	int64_t max_entries;     /* bound on entries (0: none) */
 	struct shard shards[NSHARDS];
 	struct server servers[MAX_SERVERS];
 };
@@ -290,18 +311,23 @@ static void shard_del(struct shard *s, uint64_t hash, uint16_t sid)
 	}
 }
 
-/* Servers holding |hash|, as a bitmap over server ids. */
-static bool index_get(struct prefix_index *x, uint64_t hash, uint64_t *bits)
+/* Counts one match for each candidate (|cand_of| maps server ids to
+ * candidate positions, -1 for none) holding |hash|. A pair is indexed at most
+ * once (shard_add), so nothing is counted twice. Returns whether any server
+ * holds it. */
+static bool index_match(struct prefix_index *x, uint64_t hash, const int32_t *cand_of,
+			uint16_t *match)
 {
 	struct shard *s = shard_of(x, hash);
 	bool any = false;
-	memset(bits, 0, MAX_SERVERS / 8);
 	pthread_mutex_lock(&s->mu);
 	if (s->size) {
 		size_t mask = s->size - 1;
 		for (size_t i = mix(hash) & mask; s->t[i].state; i = (i + 1) & mask)
 			if (s->t[i].state == 1 && s->t[i].hash == hash) {
-				bits[s->t[i].sid / 64] |= 1ULL << (s->t[i].sid % 64);
+				int32_t k = cand_of[s->t[i].sid];
+				if (k >= 0)
+					match[k]++;
 				any = true;
 			}
 	}
@@ -309,9 +335,11 @@ static bool index_get(struct prefix_index *x, uint64_t hash, uint64_t *bits)
 	return any;
 }
 
-static uint64_t name_key(const char *name)
+/* A server's key: the endpoint name's hash (store_endpoint.name_hash, which
+ * each snapshot computes once), odd so that 0 and KEY_FREE are never keys. */
+static uint64_t ep_key(const store_endpoint *ep)
 {
-	return XXH64(name, strlen(name), 0x9e3779b97f4a7c15ULL) | 1;
+	return store_endpoint_hash(ep) | 1;
 }
 
 /* Server id of a name key, or -1. Lock-free: readers compare the published
@@ -328,9 +356,9 @@ static int server_find(struct prefix_index *x, uint64_t key)
 	return -1;
 }
 
-static int server_get_or_add(struct prefix_index *x, const char *name, size_t capacity)
+static int server_get_or_add(struct prefix_index *x, const char *name, uint64_t key,
+			     size_t capacity)
 {
-	uint64_t key = name_key(name);
 	int id = server_find(x, key);
 	if (id >= 0 || strlen(name) >= SERVER_NAME_MAX)
 		return id;
@@ -357,19 +385,22 @@ static int server_get_or_add(struct prefix_index *x, const char *name, size_t ca
 }
 
 static void index_learn(struct prefix_index *x, const uint64_t *hashes, size_t n,
-			const char *server, size_t capacity)
+			const char *server, uint64_t key, size_t capacity)
 {
-	int id = server_get_or_add(x, server, capacity);
+	int id = server_get_or_add(x, server, key, capacity);
 	if (id < 0)
 		return;
 	struct server *sv = &x->servers[id];
 	pthread_mutex_lock(&sv->mu);
 	/* The slot may have been retired between lookup and lock. */
-	if (atomic_load(&sv->key) == name_key(server)) {
+	if (atomic_load(&sv->key) == key) {
 		for (size_t i = 0; i < n; i++) {
 			uint64_t ev;
 			size_t before = sv->lru.n;
-			int r = lru_add(&sv->lru, hashes[i], &ev);
+			bool full = x->max_entries > 0 &&
+				    atomic_load_explicit(&x->entries, memory_order_relaxed) >=
+					    x->max_entries;
+			int r = lru_add(&sv->lru, hashes[i], full, &ev);
 			if (r < 0)
 				break;
 			if (sv->lru.n != before)
@@ -463,9 +494,15 @@ static void index_free(struct prefix_index *x)
 
 struct prefix_cfg {
 	bool auto_tune;
-	long long block_tokens, max_blocks, max_tokens, lru_capacity;
+	long long block_tokens, max_blocks, max_tokens, lru_capacity, max_entries;
 	struct prefix_index *index;
 };
+
+/* kepp's bound on the whole index (maxIndexEntries): ~65 bytes per entry
+ * measured, so ~33 MB. The reference has none: servers x
+ * lruCapacityPerServer (or x the KV blocks each pod reports, tens of
+ * thousands on vLLM) can reach hundreds of MB. */
+#define DEFAULT_MAX_ENTRIES 500000
 
 /* Per-request state from prepare() to score() and pre_request(). */
 struct prefix_state {
@@ -490,7 +527,7 @@ static int32_t cand_pos(const struct prefix_state *st, const store_endpoint *ep)
 
 static int prefix_create(sched_plugin *p, const cJSON *params, sched_build *b)
 {
-	struct prefix_cfg v = {true, 16, 256, 0, 31250, NULL};
+	struct prefix_cfg v = {true, 16, 256, 0, 31250, DEFAULT_MAX_ENTRIES, NULL};
 	long long block_chars = 0;
 	param_spec spec[] = {
 		{"autoTune", P_BOOL, &v.auto_tune, NULL},
@@ -499,8 +536,9 @@ static int prefix_create(sched_plugin *p, const cJSON *params, sched_build *b)
 		{"maxPrefixBlocksToMatch", P_INT, &v.max_blocks, NULL},
 		{"maxPrefixTokensToMatch", P_INT, &v.max_tokens, NULL},
 		{"lruCapacityPerServer", P_INT, &v.lru_capacity, NULL},
+		{"maxIndexEntries", P_INT, &v.max_entries, NULL},
 	};
-	if (params_parse(b, params, spec, 6) < 0)
+	if (params_parse(b, params, spec, 7) < 0)
 		return -EINVAL;
 	if (block_chars > 0 && v.block_tokens <= 0)
 		return plugin_error(b,
@@ -516,6 +554,10 @@ static int prefix_create(sched_plugin *p, const cJSON *params, sched_build *b)
 		return plugin_error(b, "invalid configuration: MaxPrefixTokensToMatch must be >= 0 "
 				    "(current value: %lld)",
 				    v.max_tokens);
+	if (v.max_entries < 0)
+		return plugin_error(b, "invalid configuration: maxIndexEntries must be >= 0 (0: no "
+				    "bound; current value: %lld)",
+				    v.max_entries);
 	if (v.lru_capacity <= 0 || v.lru_capacity > INT32_MAX)
 		v.lru_capacity = 31250;
 	struct prefix_cfg *cfg = build_alloc(b, sizeof(*cfg));
@@ -525,6 +567,7 @@ static int prefix_create(sched_plugin *p, const cJSON *params, sched_build *b)
 	cfg->index = index_new();
 	if (!cfg->index)
 		return -ENOMEM;
+	cfg->index->max_entries = v.max_entries;
 	p->cfg = cfg;
 	return 0;
 }
@@ -555,8 +598,10 @@ static bool append(char *buf, size_t cap, size_t *o, const char *p, size_t n)
 /* The bytes the reference hashes per API (getUserInputBytes). Structured
  * inputs are the client's JSON text of the same members; the reference
  * re-encodes them with Go's encoder, which only changes which requests share
- * a prefix if clients format identical messages differently. */
-static const char *user_input(const sched_ctx *c, size_t *len)
+ * a prefix if clients format identical messages differently. A prompt is
+ * decoded up to |max| bytes only (at least |max| when it is longer): no more
+ * is hashed, and a 1 MB prompt would otherwise be decoded whole. */
+static const char *user_input(const sched_ctx *c, size_t max, size_t *len)
 {
 	const body_req *r = c->body;
 	*len = 0;
@@ -602,24 +647,29 @@ static const char *user_input(const sched_ctx *c, size_t *len)
 	case SCHED_API_COMPLETIONS: {
 		/* Prompt.PlainText: the string, or the strings joined by " ". */
 		const bj_val *pr = &r->prompt;
-		if (pr->t == BJ_STRING)
-			return bj_unquote_dup(pr, c->a, len);
-		if (pr->t != BJ_ARRAY)
+		if (pr->t != BJ_STRING && pr->t != BJ_ARRAY)
 			return NULL;
-		char *buf = arena_alloc(c->a, 3 * pr->n + 1);
+		size_t cap = 3 * pr->n + 1;
+		if (max < SIZE_MAX - 8 && cap > max + 8)
+			cap = max + 8; /* bj_unquote_n writes at most 4 past its bound */
+		char *buf = arena_alloc(c->a, cap);
 		if (!buf)
 			return NULL;
+		if (pr->t == BJ_STRING) {
+			*len = bj_unquote_n(pr, buf, max);
+			return buf;
+		}
 		size_t o = 0;
 		bool first = true;
 		bj_iter it;
 		bj_val e;
 		bj_iter_init(&it, pr);
-		while (bj_arr_next(&it, &e)) {
+		while (o < max && bj_arr_next(&it, &e)) {
 			if (!first)
 				buf[o++] = ' ';
 			first = false;
 			if (e.t == BJ_STRING)
-				o += bj_unquote(&e, buf + o);
+				o += bj_unquote_n(&e, buf + o, max - o);
 		}
 		*len = o;
 		return buf;
@@ -650,10 +700,14 @@ static void prefix_prepare(const sched_plugin *p, const sched_ctx *c,
 	long long max_blocks = cfg->max_blocks;
 	if (cfg->max_tokens > 0 && bs > 0)
 		max_blocks = cfg->max_tokens / bs;
-	size_t len;
-	const char *in = user_input(c, &len);
 	long long chars = bs * CHARS_PER_TOKEN;
-	if (!in || chars <= 0 || max_blocks <= 0 || len < (size_t)chars)
+	if (chars <= 0 || max_blocks <= 0)
+		return;
+	size_t len, max_len = SIZE_MAX;
+	if ((unsigned long long)max_blocks <= SIZE_MAX / (unsigned long long)chars)
+		max_len = (size_t)max_blocks * (size_t)chars;
+	const char *in = user_input(c, max_len, &len);
+	if (!in || len < (size_t)chars)
 		return;
 	size_t nb = len / (size_t)chars;
 	if (nb > (size_t)max_blocks)
@@ -673,12 +727,22 @@ static void prefix_prepare(const sched_plugin *p, const sched_ctx *c,
 			XXH64_update(h, salt, sl);
 	}
 	uint64_t prev = XXH64_digest(h);
+	/* Blocks of the usual sizes are hashed in one call over block || LE64
+	 * (the same value as the streaming state, without its set-up). */
+	unsigned char one[ONE_SHOT_MAX + 8];
+	size_t cs = (size_t)chars;
 	for (size_t i = 0; i < nb; i++) {
 		unsigned char le[8];
 		for (int k = 0; k < 8; k++)
 			le[k] = (unsigned char)(prev >> (8 * k));
+		if (cs <= ONE_SHOT_MAX) {
+			memcpy(one, in + i * cs, cs);
+			memcpy(one + cs, le, 8);
+			prev = st->hashes[i] = XXH64(one, cs + 8, 0);
+			continue;
+		}
 		XXH64_reset(h, 0);
-		XXH64_update(h, in + i * (size_t)chars, (size_t)chars);
+		XXH64_update(h, in + i * cs, cs);
 		XXH64_update(h, le, 8);
 		prev = st->hashes[i] = XXH64_digest(h);
 	}
@@ -688,25 +752,17 @@ static void prefix_prepare(const sched_plugin *p, const sched_ctx *c,
 	 * each holder of a block gets one match. Only the set bits are visited,
 	 * through the candidate of each server id: linear in the holders. */
 	int32_t *cand_of = arena_alloc(c->a, MAX_SERVERS * sizeof(*cand_of));
-	uint64_t bits[MAX_SERVERS / 64];
 	if (!cand_of)
 		return;
 	memset(cand_of, 0xff, MAX_SERVERS * sizeof(*cand_of));
 	for (size_t k = 0; k < n; k++) {
-		int id = server_find(cfg->index, name_key(cands[k]->name ? cands[k]->name : ""));
+		int id = server_find(cfg->index, ep_key(cands[k]));
 		if (id >= 0)
 			cand_of[id] = (int32_t)k;
 	}
-	for (size_t i = 0; i < nb; i++) {
-		if (!index_get(cfg->index, st->hashes[i], bits))
+	for (size_t i = 0; i < nb; i++)
+		if (!index_match(cfg->index, st->hashes[i], cand_of, st->match))
 			break;
-		for (size_t w = 0; w < MAX_SERVERS / 64; w++)
-			for (uint64_t b = bits[w]; b; b &= b - 1) {
-				int32_t k = cand_of[w * 64 + (size_t)__builtin_ctzll(b)];
-				if (k >= 0)
-					st->match[k]++;
-			}
-	}
 }
 
 static void prefix_score(const sched_plugin *p, const sched_ctx *c,
@@ -749,7 +805,7 @@ static void prefix_pre_request(const sched_plugin *p, const sched_ctx *c,
 	if (cfg->auto_tune && picked[0]->m.cache_num_blocks > 0 &&
 	    picked[0]->m.cache_num_blocks <= INT32_MAX)
 		cap = (size_t)picked[0]->m.cache_num_blocks;
-	index_learn(cfg->index, st->hashes, st->n, picked[0]->name, cap);
+	index_learn(cfg->index, st->hashes, st->n, picked[0]->name, ep_key(picked[0]), cap);
 }
 
 static const plugin_type prefix_scorer = {

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #define STORE_MAX_THREADS 256
 
@@ -291,6 +292,7 @@ store_snapshot *store_snapshot_new(store_catalog *catalog, const store_endpoint 
 			e->index = i;
 			e->name = arena_strdup(&snap->mem, eps[i].name ? eps[i].name : eps[i].addr);
 			e->pod = arena_strdup(&snap->mem, eps[i].pod ? eps[i].pod : "");
+			e->name_hash = e->name ? store_name_hash(e->name) : 0;
 			e->m.active_models = copy_strs(&snap->mem, eps[i].m.active_models,
 						       eps[i].m.n_active_models);
 			e->m.waiting_models = copy_strs(&snap->mem, eps[i].m.waiting_models,
@@ -327,6 +329,11 @@ const store_endpoint *store_endpoint_find(const store_snapshot *snap, const char
 			return e;
 	}
 	return NULL;
+}
+
+uint64_t store_name_hash(const char *name)
+{
+	return XXH64(name, strlen(name), 0);
 }
 
 int store_format_addr(char *out, size_t cap, const char *ip, uint16_t port)

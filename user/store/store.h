@@ -46,6 +46,10 @@ typedef struct store_endpoint {
 	uint16_t port;
 	uint32_t rank;             /* index of the port in the pool's targetPorts */
 	uint32_t index;            /* position in store_snapshot.endpoints */
+	/* XXH64(name, seed 0), computed once per snapshot so the request path
+	 * does not hash names per endpoint per request; 0: not computed (an
+	 * endpoint built outside store_snapshot_new), use store_name_hash. */
+	uint64_t name_hash;
 	store_metrics m;
 } store_endpoint;
 
@@ -174,6 +178,15 @@ const store_rewrite_rule *store_rewrite_find(const store_catalog *c, const char 
 					     size_t len);
 const store_endpoint *store_endpoint_find(const store_snapshot *snap, const char *ip,
 					  size_t ip_len, int port /* -1: any port */);
+
+/* XXH64 of |name| with seed 0 (what store_endpoint.name_hash holds). */
+uint64_t store_name_hash(const char *name);
+/* ep->name_hash, or the hash of ep->name when the endpoint was not built by
+ * store_snapshot_new. */
+static inline uint64_t store_endpoint_hash(const store_endpoint *ep)
+{
+	return ep->name_hash ? ep->name_hash : store_name_hash(ep->name ? ep->name : "");
+}
 
 /* Formats ip:port as Envoy expects it ("[ip]:port" for IPv6) into |out|. */
 int store_format_addr(char *out, size_t cap, const char *ip, uint16_t port);
