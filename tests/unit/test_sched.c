@@ -1939,7 +1939,7 @@ static void test_prefix_index_growth_and_bound(void)
 	struct pod pods[] = {P(0, 0)};
 	store_snapshot *snap = snap_of(cat, pods, 1);
 	double sc[1];
-	char prompt[32];
+	char prompt[64];
 	for (int i = 0; i < 300; i++) {
 		snprintf(prompt, sizeof(prompt), "%04dA%03dB%03dC%03d", i, i % 1000, i, i);
 		decide_prompt(s, snap, "m", prompt);
