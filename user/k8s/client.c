@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "util/curlev.h"
 #include "k8s/k8s.h"
 #include "util/log.h"
 
@@ -18,11 +19,6 @@
 #define MAX_LINE	   (32u << 20)	/* one watch event */
 #define CONNECT_TIMEOUT_MS 10000L
 #define USER_AGENT	   "kepp/0.1.0"
-
-typedef struct sockev {
-	struct event *ev;
-	struct sockev *prev, *next;
-} sockev;
 
 struct k8s_req {
 	k8s_client *c;
@@ -38,9 +34,7 @@ struct k8s_req {
 
 struct k8s_client {
 	struct event_base *base;
-	CURLM *multi;
-	struct event *curl_timer;
-	sockev socks; /* list head */
+	curlev ce;
 	k8s_req reqs; /* list head of requests in flight */
 	k8s_config cfg;
 	/* The token file as last read, to notice rotation. */
@@ -51,71 +45,9 @@ struct k8s_client {
 
 static void check_done(k8s_client *c);
 
-static void on_sock_event(evutil_socket_t fd, short what, void *arg)
+static void on_progress(void *ctx)
 {
-	k8s_client *c = arg;
-	int running, act = (what & EV_READ ? CURL_CSELECT_IN : 0) |
-			   (what & EV_WRITE ? CURL_CSELECT_OUT : 0);
-	curl_multi_socket_action(c->multi, fd, act, &running);
-	check_done(c);
-}
-
-static void on_curl_timer(evutil_socket_t fd, short what, void *arg)
-{
-	k8s_client *c = arg;
-	int running;
-	curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	check_done(c);
-}
-
-static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *sockp)
-{
-	k8s_client *c = userp;
-	sockev *se = sockp;
-	if (what == CURL_POLL_REMOVE) {
-		if (se) {
-			event_free(se->ev);
-			se->prev->next = se->next;
-			se->next->prev = se->prev;
-			free(se);
-			curl_multi_assign(c->multi, fd, NULL);
-		}
-		return 0;
-	}
-	short kind = (short)((what & CURL_POLL_IN ? EV_READ : 0) |
-			     (what & CURL_POLL_OUT ? EV_WRITE : 0) | EV_PERSIST);
-	if (se) {
-		event_del(se->ev);
-		event_assign(se->ev, c->base, fd, kind, on_sock_event, c);
-	} else {
-		se = calloc(1, sizeof(*se));
-		if (!se)
-			return -1;
-		se->ev = event_new(c->base, fd, kind, on_sock_event, c);
-		if (!se->ev) {
-			free(se);
-			return -1;
-		}
-		se->next = c->socks.next;
-		se->prev = &c->socks;
-		se->next->prev = se;
-		c->socks.next = se;
-		curl_multi_assign(c->multi, fd, se);
-	}
-	event_add(se->ev, NULL);
-	return 0;
-}
-
-static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
-{
-	k8s_client *c = userp;
-	if (timeout_ms < 0) {
-		evtimer_del(c->curl_timer);
-		return 0;
-	}
-	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-	evtimer_add(c->curl_timer, &tv);
-	return 0;
+	check_done(ctx);
 }
 
 static bool append(k8s_req *r, const char *data, size_t n, size_t max)
@@ -190,13 +122,13 @@ static void check_done(k8s_client *c)
 {
 	CURLMsg *msg;
 	int left;
-	while ((msg = curl_multi_info_read(c->multi, &left))) {
+	while ((msg = curl_multi_info_read(c->ce.multi, &left))) {
 		if (msg->msg != CURLMSG_DONE)
 			continue;
 		k8s_req *r = NULL;
 		CURLcode res = msg->data.result;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&r);
-		curl_multi_remove_handle(c->multi, msg->easy_handle);
+		curl_multi_remove_handle(c->ce.multi, msg->easy_handle);
 		unlink_req(r);
 		k8s_result out = {.aborted = r->aborted};
 		curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &out.status);
@@ -344,7 +276,7 @@ k8s_req *k8s_request(k8s_client *c, const k8s_req_opts *o)
 		curl_easy_setopt(r->easy, CURLOPT_LOW_SPEED_TIME,
 				 (long)((o->idle_ms + 999) / 1000));
 	}
-	if (curl_multi_add_handle(c->multi, r->easy) != CURLM_OK) {
+	if (curl_multi_add_handle(c->ce.multi, r->easy) != CURLM_OK) {
 		req_free(r);
 		return NULL;
 	}
@@ -359,7 +291,7 @@ void k8s_req_cancel(k8s_req *r)
 {
 	if (!r)
 		return;
-	curl_multi_remove_handle(r->c->multi, r->easy);
+	curl_multi_remove_handle(r->c->ce.multi, r->easy);
 	unlink_req(r);
 	req_free(r);
 }
@@ -407,7 +339,6 @@ k8s_client *k8s_client_new(struct event_base *base, const k8s_config *cfg, char 
 	}
 	bool oom = false;
 	c->base = base;
-	c->socks.next = c->socks.prev = &c->socks;
 	c->reqs.next = c->reqs.prev = &c->reqs;
 	c->cfg = (k8s_config){
 		.server = dup_opt(cfg->server, &oom),
@@ -425,17 +356,11 @@ k8s_client *k8s_client_new(struct event_base *base, const k8s_config *cfg, char 
 		.namespace_ = dup_opt(cfg->namespace_, &oom),
 		.source = dup_opt(cfg->source, &oom),
 	};
-	c->multi = curl_multi_init();
-	c->curl_timer = evtimer_new(base, on_curl_timer, c);
-	if (oom || !c->multi || !c->curl_timer || !c->cfg.server) {
+	if (curlev_init(&c->ce, base, on_progress, c) < 0 || oom || !c->cfg.server) {
 		snprintf(err, errlen, c->cfg.server || oom ? "out of memory" : "no API server");
 		k8s_client_free(c);
 		return NULL;
 	}
-	curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
-	curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
-	curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-	curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
 	return c;
 }
 
@@ -445,17 +370,7 @@ void k8s_client_free(k8s_client *c)
 		return;
 	while (c->reqs.next != &c->reqs)
 		k8s_req_cancel(c->reqs.next);
-	if (c->multi)
-		curl_multi_cleanup(c->multi);
-	while (c->socks.next != &c->socks) {
-		sockev *se = c->socks.next;
-		se->prev->next = se->next;
-		se->next->prev = se->prev;
-		event_free(se->ev);
-		free(se);
-	}
-	if (c->curl_timer)
-		event_free(c->curl_timer);
+	curlev_free(&c->ce);
 	k8s_config_free(&c->cfg);
 	free(c);
 }

@@ -6,6 +6,7 @@
  * parsing and the model servers' answers do not all land at once: a burst
  * of hundreds of scrapes every interval is what the request path's latency
  * tail followed. */
+#include "util/curlev.h"
 #include "metrics/metrics.h"
 
 #include <curl/curl.h>
@@ -61,15 +62,10 @@ typedef struct slot {
 	struct mx_scraper *s;
 } slot;
 
-typedef struct sockev {
-	struct event *ev;
-	struct sockev *prev, *next;
-} sockev;
-
 struct mx_scraper {
 	struct event_base *base;
-	CURLM *multi;
-	struct event *curl_timer, *tick;
+	curlev ce;
+	struct event *tick;
 	mx_scraper_opts o;
 	/* legacy mode: one built-in source and extractor */
 	sched_metrics_source legacy_src;
@@ -79,7 +75,6 @@ struct mx_scraper {
 	size_t n_srcs;
 	slot **slots; /* sorted by addr */
 	uint32_t n_slots;
-	sockev socks; /* list head */
 	void (*cb)(void *ctx);
 	void *cb_ctx;
 	uint32_t n_slices, slice; /* slice: the next one to start */
@@ -96,71 +91,9 @@ static int64_t now_ms(void)
 
 static void check_done(mx_scraper *s);
 
-static void on_sock_event(evutil_socket_t fd, short what, void *arg)
+static void on_progress(void *ctx)
 {
-	mx_scraper *s = arg;
-	int running, act = (what & EV_READ ? CURL_CSELECT_IN : 0) |
-			   (what & EV_WRITE ? CURL_CSELECT_OUT : 0);
-	curl_multi_socket_action(s->multi, fd, act, &running);
-	check_done(s);
-}
-
-static void on_curl_timer(evutil_socket_t fd, short what, void *arg)
-{
-	mx_scraper *s = arg;
-	int running;
-	curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	check_done(s);
-}
-
-static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *sockp)
-{
-	mx_scraper *s = userp;
-	sockev *se = sockp;
-	if (what == CURL_POLL_REMOVE) {
-		if (se) {
-			event_free(se->ev);
-			se->prev->next = se->next;
-			se->next->prev = se->prev;
-			free(se);
-			curl_multi_assign(s->multi, fd, NULL);
-		}
-		return 0;
-	}
-	short kind = (short)((what & CURL_POLL_IN ? EV_READ : 0) |
-			     (what & CURL_POLL_OUT ? EV_WRITE : 0) | EV_PERSIST);
-	if (se) {
-		event_del(se->ev);
-		event_assign(se->ev, s->base, fd, kind, on_sock_event, s);
-	} else {
-		se = calloc(1, sizeof(*se));
-		if (!se)
-			return -1;
-		se->ev = event_new(s->base, fd, kind, on_sock_event, s);
-		if (!se->ev) {
-			free(se);
-			return -1;
-		}
-		se->next = s->socks.next;
-		se->prev = &s->socks;
-		se->next->prev = se;
-		s->socks.next = se;
-		curl_multi_assign(s->multi, fd, se);
-	}
-	event_add(se->ev, NULL);
-	return 0;
-}
-
-static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
-{
-	mx_scraper *s = userp;
-	if (timeout_ms < 0) {
-		evtimer_del(s->curl_timer);
-		return 0;
-	}
-	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-	evtimer_add(s->curl_timer, &tv);
-	return 0;
+	check_done(ctx);
 }
 
 static size_t write_cb(char *data, size_t sz, size_t nmemb, void *userp)
@@ -294,14 +227,14 @@ static void check_done(mx_scraper *s)
 {
 	CURLMsg *msg;
 	int left;
-	while ((msg = curl_multi_info_read(s->multi, &left))) {
+	while ((msg = curl_multi_info_read(s->ce.multi, &left))) {
 		if (msg->msg != CURLMSG_DONE)
 			continue;
 		CURL *easy = msg->easy_handle;
 		CURLcode res = msg->data.result;
 		job *j = NULL;
 		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&j);
-		curl_multi_remove_handle(s->multi, easy);
+		curl_multi_remove_handle(s->ce.multi, easy);
 		j->busy = false;
 		s->st.in_flight--;
 		finish(j, res);
@@ -328,7 +261,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 			}
 			j->len = 0;
 			j->too_big = false;
-			if (curl_multi_add_handle(s->multi, j->easy) != CURLM_OK) {
+			if (curl_multi_add_handle(s->ce.multi, j->easy) != CURLM_OK) {
 				scrape_failed(sl, j->url, "cannot start the request");
 				continue;
 			}
@@ -343,7 +276,7 @@ static void job_free(mx_scraper *s, job *j)
 {
 	if (j->easy) {
 		if (j->busy) {
-			curl_multi_remove_handle(s->multi, j->easy);
+			curl_multi_remove_handle(s->ce.multi, j->easy);
 			s->st.in_flight--;
 		}
 		curl_easy_cleanup(j->easy);
@@ -611,7 +544,6 @@ mx_scraper *mx_scraper_new(struct event_base *base, const sched_datalayer *dl,
 		s->o.default_engine = "vllm";
 	if (!s->o.max_body)
 		s->o.max_body = MX_PROM_MAX_BODY;
-	s->socks.next = s->socks.prev = &s->socks;
 	const sched_metrics_source *srcs = dl ? dl->sources : NULL;
 	size_t n_srcs = dl ? dl->n_sources : 0;
 	if (!n_srcs) {
@@ -652,17 +584,11 @@ mx_scraper *mx_scraper_new(struct event_base *base, const sched_datalayer *dl,
 		snprintf(err, errlen, "cannot initialise libcurl");
 		goto fail;
 	}
-	s->multi = curl_multi_init();
-	s->curl_timer = evtimer_new(base, on_curl_timer, s);
 	s->tick = event_new(base, -1, EV_PERSIST, on_tick, s);
-	if (!s->multi || !s->curl_timer || !s->tick) {
+	if (curlev_init(&s->ce, base, on_progress, s) < 0 || !s->tick) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
-	curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
-	curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-	curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
 	s->n_slices = (uint32_t)(s->o.interval_ms / SLICE_MIN_MS);
 	if (s->n_slices < 1)
 		s->n_slices = 1;
@@ -749,18 +675,7 @@ void mx_scraper_free(mx_scraper *s)
 	for (uint32_t i = 0; i < s->n_slots; i++)
 		slot_free(s, s->slots[i]);
 	free(s->slots);
-	if (s->multi)
-		curl_multi_cleanup(s->multi);
-	/* Sockets of pooled connections curl did not report as removed. */
-	while (s->socks.next != &s->socks) {
-		sockev *se = s->socks.next;
-		se->prev->next = se->next;
-		se->next->prev = se->prev;
-		event_free(se->ev);
-		free(se);
-	}
-	if (s->curl_timer)
-		event_free(s->curl_timer);
+	curlev_free(&s->ce);
 	if (s->tick)
 		event_free(s->tick);
 	for (size_t k = 0; k < s->n_srcs; k++) {
