@@ -9,8 +9,10 @@ BPF_SKELS  := $(patsubst bpf/%.bpf.c,$(BPF_DIR)/%.skel.h,$(BPF_SRCS))
 BPF_ARCH   := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 BPF_CC     ?= clang
 BPFTOOL    ?= bpftool
+# -D defines given in CFLAGS reach the BPF objects too, so both sides of
+# kepp_abi.h agree (e.g. CFLAGS=-DKEPP_MAX_SERVICES=128).
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(BPF_ARCH) -Wall -Werror \
-              -I$(BPF_DIR) -Ibpf
+              -I$(BPF_DIR) -Ibpf $(filter -D%,$(CFLAGS))
 
 PKGS    += libbpf libxdp
 KCFLAGS += -I$(BPF_DIR) -Ibpf

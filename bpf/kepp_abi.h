@@ -6,9 +6,11 @@
  * (::ffff:a.b.c.d) so one key serves connect4, connect6 and v4-in-v6.
  * Ports are network order.
  *
- * A layout change here bumps the version suffix of the map that uses it
- * (kepp_svc_v1 -> kepp_svc_v2): libbpf refuses to reuse a pinned map whose
- * sizes differ, and a running datapath keeps the old pins until removed.
+ * A kepp that finds a pinned map whose type, sizes, flags, max_entries or
+ * BTF layout differ from these (an older or newer kepp left it) re-creates
+ * it and says so (user/kernel/pins.c); compatible maps are reused. Keep the
+ * hot maps' layouts stable: data only tools read goes into a map of its own
+ * (kepp_model_v1), which an older datapath simply does not have.
  */
 #ifndef KEPP_ABI_H
 #define KEPP_ABI_H
@@ -17,10 +19,18 @@
 #include <linux/types.h>
 #endif
 
-#define KEPP_MAX_BACKENDS 32  /* per service */
+#define KEPP_MAX_BACKENDS 32  /* per service; a power of two (connect masks an index with it) */
+/* A build with another limit (-DKEPP_MAX_SERVICES=N in CFLAGS, which reach
+ * the BPF objects too) has another max_entries: the upgrade test's "older
+ * kepp". */
+#ifndef KEPP_MAX_SERVICES
 #define KEPP_MAX_SERVICES 256
+#endif
+#define KEPP_MODEL_MAX 256    /* a model name, NUL included */
+#define KEPP_POOL_MAX 128     /* "namespace/name" of the pool, NUL included */
 #define KEPP_MAX_ENDPOINTS 4096 /* backend stats entries */
 #define KEPP_WEIGHT_MAX 10000 /* a perfect score */
+#define KEPP_RTT_SAMPLE 16    /* one steered connection in this many gets RTT callbacks */
 
 /* An endpoint: address and port. */
 struct kepp_addr {
@@ -59,12 +69,24 @@ struct kepp_svc {
 	struct kepp_backend be[KEPP_MAX_BACKENDS];
 };
 
+/* What a service is, for people and tools (kepp_model_v1, keyed like
+ * kepp_svc_v1): no BPF program reads it, so the hot maps keep their layout.
+ * Written by userspace when a service is first published or changes. */
+struct kepp_svc_meta {
+	char model[KEPP_MODEL_MAX]; /* --fastpath VIP:PORT=MODEL */
+	char pool[KEPP_POOL_MAX];   /* "namespace/name", empty without an InferencePool */
+	__u32 id;                   /* kepp_svc.id */
+	__u32 pad;
+};
+
 /* Live per-backend counters that sockops keeps (kepp_be_v1). */
 struct kepp_be_stats {
 	__s64 inflight;        /* established steered connections not yet closed */
 	__u64 connects;        /* steered connections established, total */
 	__u64 closes;          /* of those, closed */
-	__u32 srtt_us;         /* smoothed RTT (EWMA 1/8 of the kernel's srtt) */
+	__u32 srtt_us;         /* smoothed RTT (EWMA 1/8 of the kernel's srtt: every
+				* connection's handshake and last, 1/KEPP_RTT_SAMPLE
+				* of them on every ACK) */
 	__u32 pad;
 };
 

@@ -36,25 +36,37 @@ static __always_inline int is_v4mapped(const struct kepp_addr *a)
 	return a->ip[0] == 0 && a->ip[1] == 0 && a->ip[2] == KEPP_V4MAPPED_PREFIX;
 }
 
-/* Index of the client's previous pod in |svc|, or -1. */
-static __always_inline int affinity_index(const struct kepp_svc *svc,
-					  const struct kepp_aff_key *k)
+struct aff_find {
+	const struct kepp_svc *svc;
+	const struct kepp_addr *want;
+	int idx;
+};
+
+static long aff_find_one(__u32 i, void *arg)
 {
-	struct kepp_aff_val *v;
+	struct aff_find *f = arg;
+
+	if (i >= KEPP_MAX_BACKENDS)
+		return 1;
+	if (kepp_addr_eq(&f->svc->be[i].addr, f->want)) {
+		f->idx = (int)i;
+		return 1;
+	}
+	return 0;
+}
+
+/* Index of the client's previous pod |prev| in |svc|, or -1. Through
+ * bpf_loop: from a plain loop the index would reach the pick as one of 32
+ * constants, and the verifier would walk the pick's loop once for each
+ * (78% of its million-instruction budget); bpf_loop's index is opaque. */
+static __always_inline int affinity_index(const struct kepp_svc *svc,
+					  const struct kepp_aff_val *prev)
+{
+	struct aff_find f = {.svc = svc, .want = &prev->backend, .idx = -1};
 	__u32 n = svc->n_backends;
 
-	if (!(svc->flags & KEPP_SVC_AFFINITY))
-		return -1;
-	v = bpf_map_lookup_elem(&kepp_aff_v1, k);
-	if (!v)
-		return -1;
-	for (__u32 i = 0; i < KEPP_MAX_BACKENDS; i++) {
-		if (i >= n)
-			break;
-		if (kepp_addr_eq(&svc->be[i].addr, &v->backend))
-			return (int)i;
-	}
-	return -1;
+	bpf_loop(n < KEPP_MAX_BACKENDS ? n : KEPP_MAX_BACKENDS, aff_find_one, &f, 0);
+	return f.idx;
 }
 
 /* Picks a backend for |key| and records the socket's state; *out is the
@@ -64,21 +76,34 @@ static __always_inline int steer(struct bpf_sock_addr *ctx, const struct kepp_sv
 				 int v4_only, struct kepp_addr *out)
 {
 	struct kepp_aff_key ak = {};
+	struct kepp_aff_val *prev;
 	struct kepp_sk_state *st;
 	struct kepp_svc *svc;
 	__u32 idx = 0;
-	int aff, v;
+	int aff = -1, v;
+	__u64 now;
 
 	svc = bpf_map_lookup_elem(&kepp_svc_v1, key);
 	if (!svc)
 		return -1;
-	ak.cgroup_id = bpf_get_current_cgroup_id();
-	ak.svc_id = svc->id;
-	aff = affinity_index(svc, &ak);
-	v = kepp_pick(svc, bpf_ktime_get_ns(), bpf_get_prandom_u32(), aff, &idx);
+	/* Helpers cost: the client's cgroup only matters for affinity. */
+	if (svc->flags & KEPP_SVC_AFFINITY) {
+		ak.cgroup_id = bpf_get_current_cgroup_id();
+		ak.svc_id = svc->id;
+		prev = bpf_map_lookup_elem(&kepp_aff_v1, &ak);
+		if (prev)
+			aff = affinity_index(svc, prev);
+	}
+	now = bpf_ktime_get_ns();
+	v = kepp_pick(svc, now, bpf_get_prandom_u32(), aff, &idx);
 	count_verdict((__u32)v);
 	if (v != KEPP_PICKED || idx >= KEPP_MAX_BACKENDS)
 		return -1;
+	/* clang merges the two tests above into one the verifier cannot bound
+	 * idx with; the mask (KEPP_MAX_BACKENDS is a power of two) can, and the
+	 * barrier keeps clang from dropping it as redundant. */
+	barrier_var(idx);
+	idx &= KEPP_MAX_BACKENDS - 1;
 	*out = svc->be[idx].addr;
 	/* An AF_INET socket can only reach an IPv4 backend; userspace publishes
 	 * one family per VIP, so this only guards against a bad table. */
@@ -92,7 +117,7 @@ static __always_inline int steer(struct bpf_sock_addr *ctx, const struct kepp_sv
 	st->svc_id = svc->id;
 	st->flags = KEPP_SK_STEERED;
 	if (svc->flags & KEPP_SVC_AFFINITY) {
-		struct kepp_aff_val av = {.backend = *out, .last_ns = bpf_ktime_get_ns()};
+		struct kepp_aff_val av = {.backend = *out, .last_ns = now};
 
 		bpf_map_update_elem(&kepp_aff_v1, &ak, &av, BPF_ANY);
 	}

@@ -108,6 +108,7 @@ static struct {
 	int affinity_pct;
 	strlist xdp_iface;
 	int64_t drain_ms;
+	bool keep;
 } KF = {.bpffs = "/sys/fs/bpf", .drain_ms = 30000};
 
 /* Observability flags (user/admin). */
@@ -150,6 +151,7 @@ static const flagdef FLAGS[] = {
 	{"cgroup", F_STR, &KF.cgroup, "cgroup v2 folder whose processes get the fast path (default: the cgroup2 root)"},
 	{"xdp-iface", F_LIST, &KF.xdp_iface, "interface that gets kepp's XDP program: per-VIP counters, SYNs to sheddable services dropped while the pool is saturated (repeatable)"},
 	{"fastpath-affinity-margin", F_INT, &KF.affinity_pct, "fast path: a client (cgroup) stays on its pod while the pod's weight is within this percent of the best (0: off)"},
+	{"kernel-keep", F_BOOL, &KF.keep, "on a clean exit leave the fast path attached and pinned for the next kepp to adopt (default: detach it and remove its pins)"},
 	{"fastpath-drain", F_DURATION, &KF.drain_ms, "fast path: connections steered to a pod that left the pool are closed after this grace period (0: never)"},
 	{"refresh-metrics-interval", F_DURATION, &F.refresh_metrics_ms, "how often every endpoint's /metrics is scraped"},
 	{"drain-timeout", F_DURATION, &F.drain_timeout_ms, "on SIGTERM, how long streams in flight may finish"},
@@ -157,6 +159,7 @@ static const flagdef FLAGS[] = {
 	{"max-body-bytes", F_BYTES, &F.max_body_bytes, "largest request (or buffered response) body accepted"},
 	{"workers", F_INT, &F.workers, "worker threads (0: one per core)"},
 	{"disable-endpoint-subset-filter", F_BOOL, &F.disable_subset, "ignore the gateway's endpoint subset hint"},
+	{"early-pick", F_BOOL, &xp_early_pick, "FULL_DUPLEX_STREAMED: answer the request headers once the body's first messages hold the model and the prompt the scheduler reads, then stream the body through"},
 	{"v", F_INT, &F.v, "log verbosity: 2 default, 3 verbose, 4 debug, 5 trace"},
 	{"metrics-port", F_INT, &MF.port, "HTTP port of /metrics, /healthz and /debug/ (0: off)"},
 	{"enable-debug-endpoints", F_BOOL, &MF.debug_endpoints, "serve /debug/pool and /debug/explain on the metrics port"},
@@ -513,10 +516,14 @@ static int publish(app *A, store_catalog *c)
 		       c->has_pool || (F.endpoints && (!F.manifests || !F.pool_name)));
 }
 
+static void fastpath_update(app *A, const char *value);
+
 /* The pool, its objects and its pods as the Kubernetes source sees them. */
 static void k8s_update(void *arg, const k8s_view *v)
 {
 	app *A = arg;
+	if (v->fastpath_changed)
+		fastpath_update(A, v->fastpath);
 	store_endpoint *eps = v->n ? malloc(v->n * sizeof(*eps)) : NULL;
 	mx_target *t = v->n ? calloc(v->n, sizeof(*t)) : NULL;
 	for (uint32_t i = 0; eps && t && i < v->n; i++) {
@@ -725,6 +732,43 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 }
 
 static kern_service kern_svcs[KERN_MAX_SERVICES];
+static char kern_off[512]; /* why the kernel fast path is not loaded */
+
+/* The pool's kepp.io/fastpath annotation changed (|value| NULL: gone): its
+ * services join the --fastpath ones, a flag winning on the same VIP:PORT. A
+ * malformed value changes nothing, as an invalid config reload. */
+static void fastpath_update(app *A, const char *value)
+{
+	static bool ignored;
+	char pool[320], err[512], shadowed[512];
+	snprintf(pool, sizeof(pool), "%s/%s", F.pool_namespace, F.pool_name);
+	if (!A->kern) {
+		if (value && !ignored)
+			ulog(LOG_DEFAULT, "kepp.io/fastpath annotation ignored: the kernel fast path is not loaded",
+			     "pool", pool, "reason", kern_off, NULL);
+		ignored |= value != NULL;
+		return;
+	}
+	static kern_service ann[KERN_MAX_SERVICES], all[KERN_MAX_SERVICES];
+	int n = kern_services_parse(value ? value : "", ann, KERN_MAX_SERVICES, err, sizeof(err));
+	if (n >= 0)
+		n = kern_services_merge(kern_svcs, (size_t)KF.fastpath.n, ann, (size_t)n, all,
+					KERN_MAX_SERVICES, shadowed, sizeof(shadowed));
+	if (n == -E2BIG)
+		snprintf(err, sizeof(err), "more than %d fast-path services with the --fastpath ones",
+			 KERN_MAX_SERVICES);
+	int r = n < 0 ? n : kern_set_services(A->kern, all, (size_t)n);
+	if (r < 0) {
+		if (n >= 0)
+			snprintf(err, sizeof(err), "cannot set the services: %s", strerror(-r));
+		ulog(LOG_ERROR, "invalid kepp.io/fastpath annotation; keeping the fast-path services in force",
+		     "pool", pool, "annotation", value ? value : "", "error", err, NULL);
+		return;
+	}
+	if (*shadowed)
+		ulog(LOG_WARN, "kepp.io/fastpath annotation: a --fastpath flag wins on the same VIP:PORT",
+		     "pool", pool, "services", shadowed, NULL);
+}
 
 /* Validates --kernel and the --fastpath services before anything starts. */
 /* The listeners use SO_REUSEPORT (one per worker), which would also let a
@@ -759,7 +803,9 @@ static int ports_free(void)
 	const struct {
 		const char *flag;
 		int port;
-	} ps[] = {{"--grpc-port", F.grpc_port}, {"--grpc-health-port", F.grpc_health_port}};
+	} ps[] = {{"--grpc-port", F.grpc_port},
+		  {"--grpc-health-port", F.grpc_health_port},
+		  {"--metrics-port", MF.port}};
 	for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) {
 		int r = port_free(ps[i].port);
 		if (r < 0) {
@@ -785,6 +831,12 @@ static int kernel_mode_check(void)
 			ulog(LOG_ERROR, "invalid --fastpath", "error", err, NULL);
 			return -EINVAL;
 		}
+		for (int j = 0; j < i; j++)
+			if (!strcmp(kern_svcs[j].vip, kern_svcs[i].vip)) {
+				ulog(LOG_ERROR, "--fastpath gives a VIP:PORT twice", "service",
+				     kern_svcs[i].vip, NULL);
+				return -EINVAL;
+			}
 	}
 	if (KF.affinity_pct < 0 || KF.affinity_pct > 100) {
 		ulog(LOG_ERROR, "--fastpath-affinity-margin must be 0..100 (percent)", NULL);
@@ -803,11 +855,15 @@ static int kernel_mode_check(void)
 static int kernel_start(app *A)
 {
 	bool on = !strcmp(F.kernel, "on");
+	snprintf(kern_off, sizeof(kern_off), "--kernel=off");
 	if (!strcmp(F.kernel, "off"))
 		return 0;
-	if (KF.fastpath.n == 0) {
+	/* A pool from the Kubernetes API may name services in its annotation. */
+	bool from_pool = !F.endpoints && !F.manifests && F.pool_name && *F.pool_name;
+	if (KF.fastpath.n == 0 && !from_pool) {
 		if (on) {
-			ulog(LOG_ERROR, "--kernel=on needs at least one --fastpath VIP:PORT=MODEL", NULL);
+			ulog(LOG_ERROR, "--kernel=on needs at least one --fastpath VIP:PORT=MODEL or a pool from the Kubernetes API (--pool-name)",
+			     NULL);
 			return -EINVAL;
 		}
 		ulog(LOG_DEFAULT, "kernel fast path not loaded: no --fastpath services; serving ext_proc only",
@@ -822,6 +878,7 @@ static int kernel_start(app *A)
 		.cgroup = KF.cgroup,
 		.services = kern_svcs,
 		.n_services = (size_t)KF.fastpath.n,
+		.keep_unknown_services = from_pool,
 		.max_age_ms = max_age,
 		.affinity_pct = (uint32_t)KF.affinity_pct,
 		.drain_ms = KF.drain_ms,
@@ -834,6 +891,7 @@ static int kernel_start(app *A)
 	char err[512];
 	A->kern = kern_open(&ko, err, sizeof(err));
 	if (!A->kern) {
+		snprintf(kern_off, sizeof(kern_off), "%s", err);
 		if (on) {
 			ulog(LOG_ERROR, "--kernel=on: cannot load the kernel fast path", "error", err,
 			     NULL);
@@ -922,9 +980,11 @@ static void kern_collect(void *ctx, adm_out *o)
 	adm_out_sample(o, n, (double)c.drained, NULL);
 }
 
-/* Metrics tables, /metrics and the debug endpoints. A port that cannot be
- * bound is logged and kepp serves on without them: observability must not
- * take the picker down. */
+/* Metrics tables, /metrics and the debug endpoints. A --metrics-port that
+ * cannot be bound is fatal, as the ext_proc and health ports are (and as
+ * the reference's manager fails to start): a kepp that came up without the
+ * /metrics it was asked for would be blind to its operators. 0 turns the
+ * server off. */
 static int adm_start(app *A)
 {
 	adm_opts ao = {
@@ -944,11 +1004,14 @@ static int adm_start(app *A)
 		return -ENOMEM;
 	if (A->proxy && adm_register_collector(A->adm, proxy_collect, A->proxy) < 0)
 		return -ENOMEM;
-	char err[256];
-	if (MF.port > 0 && adm_listen(A->adm, A->base, MF.port, err, sizeof(err)) < 0)
-		ulog(LOG_ERROR, "metrics server not started: serving without /metrics", "error",
-		     err, NULL);
-	return 0;
+	char err[256], port[16];
+	int r = MF.port > 0 ? adm_listen(A->adm, A->base, MF.port, err, sizeof(err)) : 0;
+	if (r < 0) {
+		snprintf(port, sizeof(port), "%d", MF.port);
+		ulog(LOG_ERROR, "cannot start the metrics server", "flag", "--metrics-port", "port",
+		     port, "error", err, NULL);
+	}
+	return r;
 }
 
 /* Everything before the servers start: config, scheduler, store, TLS.
@@ -1101,6 +1164,10 @@ int main(int argc, char **argv)
 		     NULL);
 		return 2;
 	}
+	if (MF.port < 0 || MF.port > 65535) {
+		ulog(LOG_ERROR, "--metrics-port must be 0..65535 (0: off)", NULL);
+		return 2;
+	}
 	if (kernel_mode_check() < 0)
 		return 2;
 	if (!F.pool_namespace || !*F.pool_namespace) {
@@ -1194,6 +1261,10 @@ int main(int argc, char **argv)
 
 	for (int i = 0; i < A.n_workers; i++)
 		pthread_join(A.workers[i].thread, NULL);
+	/* A clean exit, in-flight work drained: the fast path goes with kepp
+	 * unless the next kepp is to adopt it. */
+	if (A.kern && !KF.keep)
+		kern_detach(A.kern);
 	app_free(&A, cfg);
 	ulog(LOG_DEFAULT, "kepp stopped", NULL);
 	return 0;

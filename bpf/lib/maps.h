@@ -17,6 +17,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kepp_svc_v1 SEC(".maps");
 
+/* Fast-path services: VIP:port -> model and pool (userspace only; bpftool
+ * prints the names). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KEPP_MAX_SERVICES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct kepp_svc_key);
+	__type(value, struct kepp_svc_meta);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kepp_model_v1 SEC(".maps");
+
 /* Backend address -> live in-flight count and RTT (sockops writes). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -57,6 +57,9 @@ static __always_inline int kepp_pick(const struct kepp_svc *svc, __u64 now_ns, _
 
 		if (i >= n)
 			break;
+		/* A fresh modulo each time (not a wrapping increment) and one
+		 * division for every weight keep the verifier's state count low:
+		 * either of those "savings" took it past a million instructions. */
 		j = (start + i) % n;
 		if (j >= KEPP_MAX_BACKENDS)
 			break;

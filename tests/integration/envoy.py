@@ -51,18 +51,10 @@ UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-
 POOL = "vllm-qwen3-32b-pool"
 DEFAULT_ENDPOINTS = ["127.0.0.1:8000", "127.0.0.2:8000", "127.0.0.3:8000"]
 
-# The conformance EndpointPickerConfig of spec §4.4 (v1.2+ with the verifier).
-CONFORMANCE_CONFIG = """\
-apiVersion: inference.networking.x-k8s.io/v1alpha1
-kind: EndpointPickerConfig
-plugins:
-- type: header-based-testing-filter
-- type: destination-endpoint-served-verifier
-schedulingProfiles:
-- name: conformance-profile
-  plugins:
-  - pluginRef: header-based-testing-filter
-"""
+# The conformance EndpointPickerConfig of spec §4.4 (v1.2+ with the verifier),
+# as shipped in deploy/examples/.
+with open(os.path.join(ROOT, "deploy", "examples", "conformance-plugins.yaml")) as _f:
+    CONFORMANCE_CONFIG = _f.read()
 
 
 def _sanitized():

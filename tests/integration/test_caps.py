@@ -1,5 +1,6 @@
 """The kernel fast path with only the capabilities the DaemonSet grants:
-CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON load, attach and steer (CAP_SYS_ADMIN
+CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON load, attach, steer and, on a clean
+exit without --kernel-keep, detach and unpin it all (CAP_SYS_ADMIN
 is needed only to mount a missing bpffs); with less, --kernel=auto serves
 ext_proc alone and says why once, and --kernel=on refuses to start.
 
@@ -34,7 +35,12 @@ def test_fast_path_with_the_daemonset_capabilities():
         tk.wait_scored(env)
         for c in env.client(n=3):
             eq(c["answer"], "%s:%d" % (tk.BEST, tk.BE_PORT), "steered with the reduced set")
+        # The same set is enough to take it all down again on a clean exit.
         k.stop()
+        check("kernel fast path removed" in k.text(), k.text())
+        eq(tk.cgroup_progs(env), [], "nothing left on the cgroup")
+        eq(tk.netns_links(env), [], "no sk_lookup link left")
+        eq(tk.pins(env), None, "no pins left")
 
 
 def test_without_bpf_capabilities_auto_serves_on_and_on_refuses():

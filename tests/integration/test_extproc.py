@@ -643,7 +643,14 @@ def completion_body_of_size(n):
     return head + ("abcdefghij" * (n // 10 + 1))[:n - len(head) - len(tail)] + tail
 
 
-def test_300k_body_sent_in_16k_chunks(kepp1):
+def test_300k_body_sent_in_16k_chunks():
+    """The full-body path (--early-pick=false): test_early covers the early
+    answer of the same body."""
+    with envoy.Kepp(endpoints=[EP1], extra=["--early-pick=false"]) as k:
+        check_300k_in_16k_chunks(k)
+
+
+def check_300k_in_16k_chunks(kepp1):
     body_in = completion_body_of_size(300 * 1024).encode()
     s = kepp1.stream()
     s.send(req_headers([(":path", "/v1/completions"), ("x-gateway-model-name-rewrite", "mm")]))

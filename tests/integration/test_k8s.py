@@ -152,6 +152,24 @@ def test_v1alpha2_pool(api):
         until("p0", lambda: dest(k, "127.0.2.1") == "127.0.2.1:8000")
 
 
+def test_fastpath_annotation_ignored_without_the_kernel(api):
+    # The fast path itself is tested in test_fastpath_k8s (root, a netns).
+    pool = api.create(fa.pool_v1(POOL, SEL, [8000],
+                                 annotations={"kepp.io/fastpath": "10.96.0.50:8000=m"}))
+    pods(api, 1)
+    with kepp_on(api) as k:  # --kernel=off
+        until("SERVING", lambda: serving(k) and dest(k, "127.0.2.1") == "127.0.2.1:8000")
+        said = lambda: [l for l in k.logs() if "kepp.io/fastpath annotation ignored" in l["msg"]]
+        until("the annotation ignored", lambda: said())
+        eq(said()[0].get("reason"), "--kernel=off", "the reason")
+        eq(said()[0].get("pool"), "default/" + POOL, "the pool")
+        api.patch(pool, lambda o: o["metadata"]["annotations"].update(
+            {"kepp.io/fastpath": "10.96.0.50:8000=m,10.96.0.50:8001=n"}))
+        api.create(fa.pod("p9", "127.0.2.99", SEL))
+        until("the new pod", lambda: dest(k, "127.0.2.99") == "127.0.2.99:8000")
+        eq(len(said()), 1, "said once")
+
+
 # ---- watch faults -------------------------------------------------------------
 
 def test_watch_cut_resumes_without_losing_an_event(api):

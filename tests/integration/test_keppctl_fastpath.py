@@ -56,6 +56,13 @@ def test_keppctl_shows_the_published_table(env):
     s = v["services"][0]
     eq(s["vip"], "%s:%d" % (tk.VIP, tk.VIP_PORT), "VIP:port")
     eq(s["model"], "m", "model (from kepp's --fastpath)")
+    eq(s["model_source"], "map", "model read from kepp_model_v1")
+    eq(s["pool"], None, "no InferencePool with --endpoints")
+    # bpftool prints the model map with its names.
+    meta = env.dump("kepp_model_v1")
+    eq(len(meta), 1, "one service in kepp_model_v1: %r" % meta)
+    eq(meta[0]["formatted"]["value"]["model"], "m", "bpftool shows the model: %r" % meta)
+    eq(meta[0]["formatted"]["value"]["id"], s["id"], "and the service id")
     check(s["fresh"] and 0 <= s["age_ms"] <= s["max_age_ms"], "fresh table: %r" % s)
     eq(s["xdp"], None, "no XDP counters without --xdp-iface")
     # The table is bpftool's, entry for entry.
@@ -80,28 +87,38 @@ def test_keppctl_shows_the_published_table(env):
     check("(kepp pid %d)" % k.proc.pid in text, text)
     for b in s["backends"]:
         check(b["addr"] in text, "%s in:\n%s" % (b["addr"], text))
+    # Pins of an older kepp have no kepp_model_v1: the model comes from the
+    # command line of the kepp holding the maps.
+    os.unlink(os.path.join(env.bpffs, "kepp", "kepp_model_v1"))
+    s = view(env)["services"][0]
+    eq((s["model"], s["model_source"]), ("m", "cmdline"), "model without kepp_model_v1")
     p.kill()
     p.wait()
 
 
 def test_keppctl_after_kepp_stopped(env):
     # The default scrape interval: the table goes stale 1 s after kepp stops.
-    k = env.kepp()
+    k = env.kepp(["--kernel-keep"])
     tk.wait_scored(env)
     eq(view(env)["services"][0]["fresh"], True, "fresh while kepp runs")
-    # The pins stay, nobody refreshes the table, the model is no longer known.
+    # The pins stay (--kernel-keep), nobody refreshes the table; the model
+    # is still in kepp_model_v1.
     k.stop()
     max_age = view(env)["services"][0]["max_age_ms"]
     time.sleep(max_age / 1000 + 0.3)
     v = view(env)
     eq(v["kepp_pid"], None, "no kepp holds the maps")
     s = v["services"][0]
-    eq(s["model"], None, "model unknown without kepp")
+    eq((s["model"], s["model_source"]), ("m", "map"), "model from the map without kepp")
     eq(s["fresh"], False, "table stale once kepp stopped")
     check(s["age_ms"] > max_age, "age %r over the max age" % s["age_ms"])
     eq(len(s["backends"]), 3, "the last table is still there")
     text = keppctl(env)[0]
-    check("STALE" in text and "model ?" in text and "no kepp process" in text, text)
+    check("STALE" in text and "model m " in text and "no kepp process" in text, text)
+    # Pins an older kepp left (no kepp_model_v1) and no kepp: model unknown.
+    os.unlink(os.path.join(env.bpffs, "kepp", "kepp_model_v1"))
+    eq(view(env)["services"][0]["model"], None, "model unknown without map and kepp")
+    check("model ?" in keppctl(env)[0], "text view says so")
 
 
 def test_keppctl_xdp_counters(env):

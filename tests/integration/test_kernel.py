@@ -468,8 +468,9 @@ def inflight(env):
 
 def test_sockops_counts_inflight(env):
     # One scrape, then none for a while: the connections below all count
-    # against the same scrape.
-    env.kepp(["--refresh-metrics-interval", "5s"])
+    # against the same scrape. Spread over 5s, the first scrapes leave some
+    # pods without metrics for a while, which would get no kernel weight.
+    env.kepp(["--refresh-metrics-interval", "5s", "--exclude-stale-endpoints=false"])
     wait_scored(env)
     before = sum(v["connects"] for v in inflight(env).values())
     p = env.client(n=4, hold=30, wait=False)
@@ -609,19 +610,110 @@ def test_sigterm_lets_proxy_requests_finish(env):
     check(not out.strip(), "the request past the drain timeout was cut: %r" % out)
 
 
+def cgroup_progs(env):
+    """The programs attached to the test's cgroup (bpftool's view)."""
+    out = run("bpftool", "-j", "cgroup", "show", env.cg).strip()
+    return json.loads(out) if out else []
+
+
+def netns_links(env):
+    """BPF links attached to the test's network namespace (sk_lookup)."""
+    ino = os.stat("/run/netns/" + env.ns).st_ino
+    return [l for l in json.loads(run("bpftool", "-j", "link", "show") or "[]")
+            if l.get("type") == "netns" and l.get("netns_ino") == ino]
+
+
+def pins(env):
+    """Everything under <bpffs>/kepp, as relative paths (None: no folder)."""
+    top = os.path.join(env.bpffs, "kepp")
+    if not os.path.exists(top):
+        return None
+    return sorted(os.path.relpath(os.path.join(d, f), top)
+                  for d, _, fs in os.walk(top) for f in fs)
+
+
 def test_restart_adopts_pinned_datapath(env):
-    k = env.kepp()
+    k = env.kepp(["--kernel-keep"])
     wait_scored(env)
     k.stop()
+    check("kernel fast path removed" not in k.text(), "--kernel-keep keeps it:\n" + k.text())
     # Links and maps are pinned: the datapath keeps steering while the table
     # is fresh, with no kepp running.
     eq(env.client(n=1)[0]["answer"], "%s:%d" % (BEST, BE_PORT), "steered with kepp stopped")
-    k2 = env.kepp()
+    eq(len(cgroup_progs(env)), 5, "cgroup programs stay with --kernel-keep")
+    eq(len(netns_links(env)), 1, "the sk_lookup link stays with --kernel-keep")
+    check("links/kepp_connect4" in pins(env) and "kepp_svc_v1" in pins(env), repr(pins(env)))
+    k2 = env.kepp(["--kernel-keep"])
     check("adopted a pinned BPF link" in k2.text(), "second kepp adopted the links:\n" + k2.text())
-    links = run("bpftool", "-j", "cgroup", "show", env.cg)
-    eq(len(json.loads(links)), 5, "one attachment per program after the restart: " + links)
+    links = cgroup_progs(env)
+    eq(len(links), 5, "one attachment per program after the restart: %r" % links)
     wait_scored(env)
     eq(env.client(n=1)[0]["answer"], "%s:%d" % (BEST, BE_PORT), "steered after the restart")
+
+
+def test_clean_exit_removes_the_datapath(env):
+    env.add_peer("kx2")
+    k = env.kepp(["--xdp-iface", "kx2"])
+    wait_scored(env)
+    check("xdp" in run(*env.nsenter(), "ip", "-j", "link", "show", "kx2"), "XDP attached")
+    eq(len(cgroup_progs(env)), 5, "cgroup programs attached")
+    eq(len(netns_links(env)), 1, "sk_lookup attached")
+    k.stop()
+    said = [l for l in k.text().splitlines() if "kernel fast path removed" in l]
+    eq(len(said), 1, "one line says the fast path was removed:\n" + k.text())
+    check('"links":"6"' in said[0] and '"xdp":"1"' in said[0] and
+          '"folder":"removed"' in said[0], said[0])
+    eq(cgroup_progs(env), [], "no program left on the cgroup")
+    eq(netns_links(env), [], "no sk_lookup link left on the network namespace")
+    check("xdp" not in run(*env.nsenter(), "ip", "-j", "link", "show", "kx2"), "XDP detached")
+    eq(pins(env), None, "no pin and no <bpffs>/kepp folder left")
+    # Nothing steers any more, at once (not only once the table is stale).
+    eq(env.client(n=1)[0]["answer"], "%s:%d" % (VIP, VIP_PORT), "the VIP's own listener")
+
+
+def map_info(env, name):
+    """bpftool's description of a pinned map (type, sizes, max_entries)."""
+    return json.loads(run("bpftool", "-j", "map", "show", "pinned",
+                          os.path.join(env.bpffs, "kepp", name)))
+
+
+def test_upgrade_recreates_maps_of_another_layout(env):
+    # Pins as an older kepp would have left them: a service map with a
+    # smaller value, a backend map with fewer entries (same sizes), and a
+    # map this kepp no longer has.
+    top = os.path.join(env.bpffs, "kepp")
+    os.mkdir(top)
+    old = [("kepp_svc_v1", "hash", "20", "64", "256", ["flags", "1"]),
+           ("kepp_be_v1", "hash", "20", "32", "1024", []),
+           ("kepp_old_v0", "array", "4", "8", "4", [])]
+    for name, typ, key, value, entries, more in old:
+        run("bpftool", "map", "create", os.path.join(top, name), "type", typ, "key", key,
+            "value", value, "entries", entries, "name", name, *more)
+    svc_value = map_info(env, "kepp_svc_v1")["bytes_value"]
+    k = env.kepp(["--kernel-keep"])
+    lines = [json.loads(l) for l in k.text().splitlines() if "another layout" in l]
+    eq(sorted(l["map"] for l in lines), ["kepp_be_v1", "kepp_svc_v1"],
+       "the incompatible maps re-created:\n" + k.text())
+    why = {l["map"]: l["why"] for l in lines}
+    check(why["kepp_svc_v1"].startswith("key/value size 20/64, this kepp uses 20/"), why)
+    eq(why["kepp_be_v1"], "max_entries 1024, this kepp uses 4096", "why kepp_be_v1")
+    check("removed a pinned map another kepp version left" in k.text() and
+          "kepp_old_v0" in k.text(), "the unknown map removed:\n" + k.text())
+    check(not os.path.exists(os.path.join(top, "kepp_old_v0")), "kepp_old_v0 unpinned")
+    check(map_info(env, "kepp_svc_v1")["bytes_value"] != svc_value, "a new kepp_svc_v1")
+    eq(map_info(env, "kepp_be_v1")["max_entries"], 4096, "a new kepp_be_v1")
+    # The datapath works on the new maps.
+    wait_scored(env)
+    for c in env.client(n=3):
+        eq(c["answer"], "%s:%d" % (BEST, BE_PORT), "steered after the re-creation")
+        eq(c["peer"], [VIP, VIP_PORT], "getpeername() shows the VIP")
+    check(sum(v["connects"] for v in inflight(env).values()) >= 3, "sockops counts")
+    # A second start finds only compatible maps: all reused, nothing re-created.
+    k.stop()
+    ids = {n: map_info(env, n)["id"] for n in ("kepp_svc_v1", "kepp_be_v1", "kepp_sk_v1")}
+    k2 = env.kepp()
+    check("another layout" not in k2.text(), "compatible maps reused:\n" + k2.text())
+    eq({n: map_info(env, n)["id"] for n in ids}, ids, "the same maps after the restart")
 
 
 VIP6 = "fd77::1:1"
@@ -688,7 +780,7 @@ def test_xdp_counts_and_sheds_syns(env):
     manifests = os.path.join(env.tmp, "models.yaml")
     with open(manifests, "w") as f:
         f.write(SHEDDABLE_MODEL)
-    k = env.kepp(["--xdp-iface", "kx0", "--manifests", manifests])
+    k = env.kepp(["--xdp-iface", "kx0", "--manifests", manifests, "--kernel-keep"])
     wait_scored(env)
     out = run(*env.nsenter(), "ip", "-j", "link", "show", "kx0")
     check("xdp" in out, "XDP attached to kx0: " + out)

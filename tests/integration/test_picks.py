@@ -34,8 +34,8 @@ def wait_queue(sim, addr, at_least, timeout=5):
     raise TestFailure("the queue of %s never reached %d" % (addr, at_least))
 
 
-def pick(k, model="m", objective_name=None, prompt="hello"):
-    s = k.stream()
+def pick(k, model="m", objective_name=None, prompt="hello", channel=None):
+    s = k.stream(channel)
     s.send(*llm_request(model, prompt=prompt, objective=objective_name))
     r = s.recv_n(1, 10)[0]
     if kind(r) == "immediate_response":

@@ -21,13 +21,16 @@ MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
 
 class Sim:
-    """One simulator process with |instances| instances on 127.0.1.(1+i)."""
+    """One simulator process with |instances| instances on |base| + i
+    (127.0.1.1, 127.0.1.2, ...). Separate Sim processes on distinct
+    addresses make pods that can die alone (kill())."""
 
-    def __init__(self, instances=2, extra=()):
+    def __init__(self, instances=2, extra=(), base="127.0.1.1"):
         self.port = envoy.free_port()
-        self.addrs = ["127.0.1.%d" % (1 + i) for i in range(instances)]
+        b = base.split(".")
+        self.addrs = [".".join(b[:3] + [str(int(b[3]) + i)]) for i in range(instances)]
         self.tmp = tempfile.mkdtemp(prefix="kepp-sim-")
-        self.args = [SIM, "--instances", str(instances), "--base-addr", "127.0.1.1",
+        self.args = [SIM, "--instances", str(instances), "--base-addr", base,
                      "--port", str(self.port)] + list(extra)
         self.proc = None
 
@@ -69,6 +72,12 @@ class Sim:
             self.err.close()
             shutil.rmtree(self.tmp, ignore_errors=True)
         return False
+
+    def kill(self):
+        """SIGKILL: the pod dies at once, its connections reset, nothing is
+        flushed (a node failure or an OOM kill, from the network's side)."""
+        self.proc.kill()
+        self.proc.wait()
 
     def stderr(self):
         with open(os.path.join(self.tmp, "stderr.log"), "rb") as f:

@@ -5,6 +5,7 @@ import os
 import subprocess
 import tempfile
 import time
+import urllib.request
 
 import envoy
 from envoy import TestFailure, check, eq, llm_request, set_headers
@@ -17,7 +18,8 @@ def run_kepp(*args, timeout=20):
     """Runs kepp expecting it to refuse to start; returns (exit code, stderr)."""
     p = subprocess.run([KEPP, "--secure-serving=false", "--kernel=off",
                         "--grpc-port", str(envoy.free_port()),
-                        "--grpc-health-port", str(envoy.free_port())] + list(args),
+                        "--grpc-health-port", str(envoy.free_port()),
+                        "--metrics-port", str(envoy.free_port())] + list(args),
                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        timeout=timeout)
     return p.returncode, p.stderr.decode("utf-8", "replace")
@@ -236,3 +238,20 @@ def test_port_in_use_refused():
                            "--grpc-health-port", str(k.health_port))
         eq(rc, 1, "exit code")
         check("--grpc-health-port" in err, err)
+        # The admin port listens on every address, IPv6 too (an IPv6-only
+        # pod has no IPv4 address to bind).
+        for host in ("127.0.0.1", "[::1]"):
+            with urllib.request.urlopen("http://%s:%d/healthz" % (host, k.metrics_port),
+                                        timeout=5) as r:
+                eq(r.status, 200, "/healthz on " + host)
+        # The admin port too: asked for and not bound is fatal, never a
+        # kepp without /metrics.
+        rc, err = run_kepp("--endpoints", "127.0.0.1:8000", "--metrics-port", str(k.metrics_port))
+        eq(rc, 1, "exit code")
+        check("port in use" in err and "--metrics-port" in err and str(k.metrics_port) in err, err)
+    rc, err = run_kepp("--endpoints", "127.0.0.1:8000", "--metrics-port", "-1")
+    eq(rc, 2, "exit code")
+    check("--metrics-port must be 0..65535" in err, err)
+    # 0: no admin server, and kepp serves.
+    with envoy.Kepp(extra=["--metrics-port", "0"]) as k:
+        eq(envoy.health_check(k.health_port, ""), envoy.SERVING, "serving without /metrics")

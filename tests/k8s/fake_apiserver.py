@@ -831,20 +831,37 @@ def pod(name, ip, labels, ready=True, annotations=None, ns="default", terminatin
     return p
 
 
-def pool_v1(name, selector, ports, ns="default"):
+def _metadata(name, ns, annotations):
+    md = {"name": name, "namespace": ns}
+    if annotations:
+        md["annotations"] = dict(annotations)
+    return md
+
+
+def pool_v1(name, selector, ports, ns="default", annotations=None):
     return {"apiVersion": "inference.networking.k8s.io/v1", "kind": "InferencePool",
-            "metadata": {"name": name, "namespace": ns},
+            "metadata": _metadata(name, ns, annotations),
             "spec": {"selector": {"matchLabels": dict(selector)},
                      "targetPorts": [{"number": p} for p in ports],
                      "endpointPickerRef": {"name": name + "-epp", "port": {"number": 9002}}},
             "status": {"parents": []}}
 
 
-def pool_v1alpha2(name, selector, port, ns="default"):
+def pool_v1alpha2(name, selector, port, ns="default", annotations=None):
     return {"apiVersion": "inference.networking.x-k8s.io/v1alpha2", "kind": "InferencePool",
-            "metadata": {"name": name, "namespace": ns},
+            "metadata": _metadata(name, ns, annotations),
             "spec": {"selector": dict(selector), "targetPortNumber": port,
                      "extensionRef": {"name": name + "-epp"}}}
+
+
+def model(name, model_name, pool, criticality=None, ns="default",
+          group="inference.networking.k8s.io"):
+    """A v1alpha2 InferenceModel serving |model_name| on |pool|."""
+    spec = {"modelName": model_name, "poolRef": {"group": group, "name": pool}}
+    if criticality:
+        spec["criticality"] = criticality
+    return {"apiVersion": "inference.networking.x-k8s.io/v1alpha2", "kind": "InferenceModel",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec}
 
 
 def objective(name, priority, pool, ns="default", group="inference.networking.k8s.io"):

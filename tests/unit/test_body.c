@@ -619,6 +619,54 @@ static void test_string_runs(void)
 	CHECK_STR(check("\"\x80\x9f\xa0\xff\xfe\xe0\xc0\x81\x82\"", 11), "");
 }
 
+/* The one pass of body_parse_request: member spans exactly as the value's
+ * text (whitespace around it left out, whatever ends it), the float64 check
+ * on the numbers that need strtod only, and Go's error order kept. */
+static void test_single_pass(void)
+{
+	const char *b = "{ \"model\" :\t\"m\" ,\n\"prompt\": [ \"a\" , \"b\" ]\r\n, "
+			"\"x\":{\"y\":[1,{\"z\":-0.5e-3}]} ,\"cache_salt\":\"s\"  }";
+	CHECK_STR(parse(b, COMPL), "");
+	CHECK(req.model.t == BJ_STRING && req.model.n == 3 && memcmp(req.model.p, "\"m\"", 3) == 0);
+	CHECK(req.prompt.t == BJ_ARRAY && req.prompt.n == 13 &&
+	      memcmp(req.prompt.p, "[ \"a\" , \"b\" ]", 13) == 0);
+	CHECK(req.cache_salt.t == BJ_STRING && req.cache_salt.n == 3);
+	/* The last member of the object, a number and a literal ended by '}'. */
+	CHECK_STR(parse("{\"prompt\":\"p\",\"model\":12.5e1}", COMPL), "");
+	CHECK(req.model.t == BJ_NUMBER && req.model.n == 6);
+	CHECK_STR(parse("{\"prompt\":\"p\",\"stream\":true\n}", COMPL), "");
+	CHECK(req.stream);
+	/* 308 digits fit, 309 nines do not. */
+	char big[400];
+	int o = snprintf(big, sizeof(big), "{\"prompt\":\"p\",\"n\":");
+	for (int i = 0; i < 308; i++)
+		big[o++] = '9';
+	snprintf(big + o, sizeof(big) - (size_t)o, "}");
+	CHECK_STR(parse(big, COMPL), "");
+	snprintf(big + o, sizeof(big) - (size_t)o, "9}");
+	static const char want[] = "error unmarshaling request bodyMap: json: cannot unmarshal "
+				   "number 999";
+	CHECK(strncmp(parse(big, COMPL), want, sizeof(want) - 1) == 0);
+	CHECK_STR(parse("{\"prompt\":\"p\",\"n\":[0.1E+308,1E308,-1e-400]}", COMPL), "");
+	CHECK_STR(parse("{\"prompt\":\"p\",\"n\":[1,2E309]}", COMPL),
+		  "error unmarshaling request bodyMap: json: cannot unmarshal number 2E309 into Go "
+		  "value of type float64");
+	/* A syntax error after an overflow and a typed error still wins. */
+	CHECK_STR(parse("{\"prompt\":5,\"n\":1e999,}", COMPL),
+		  "error unmarshaling request bodyMap: invalid character '}' looking for beginning "
+		  "of object key string");
+	CHECK(req.model.t == BJ_NONE && req.prompt.t == BJ_NONE);
+	/* The overflow comes before the typed checks. */
+	CHECK_STR(parse("{\"prompt\":5,\"n\":1e999}", COMPL),
+		  "error unmarshaling request bodyMap: json: cannot unmarshal number 1e999 into Go "
+		  "value of type float64");
+	/* Nested objects' members are not top-level members. */
+	CHECK_STR(parse("{\"x\":{\"prompt\":\"p\",\"model\":\"m\"}}", COMPL),
+		  "invalid completions request: must have prompt field");
+	CHECK(req.model.t == BJ_NONE);
+	CHECK_STR(parse("{}", COMPL), "invalid completions request: must have prompt field");
+}
+
 int main(void)
 {
 	RUN(test_syntax_errors);
@@ -638,5 +686,6 @@ int main(void)
 	RUN(test_usage_sse);
 	RUN(test_rewrite_back);
 	RUN(test_string_runs);
+	RUN(test_single_pass);
 	return harness_done();
 }

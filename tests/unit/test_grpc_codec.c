@@ -1,12 +1,19 @@
 /* The gRPC Length-Prefixed-Message codec: framing split every way, limits,
- * flags, and the grpc-message percent-encoding. */
+ * flags, the grpc-message percent-encoding, and the hand decoder of
+ * ProcessingRequest's body case against protobuf-c. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "envoy/service/ext_proc/v3/external_processor.pb-c.h"
 #include "extproc/grpc_codec.h"
 #include "harness.h"
+
+typedef Envoy__Service__ExtProc__V3__ProcessingRequest PReq;
+typedef Envoy__Service__ExtProc__V3__HttpBody PBody;
+typedef Envoy__Service__ExtProc__V3__HttpHeaders PHeaders;
+#define CASE(x) ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_REQUEST__REQUEST_##x
 
 #define MAX_MSGS 64
 
@@ -301,6 +308,246 @@ static void test_percent_encode(void)
 	CHECK_STR(out, "");
 }
 
+/* ---- xp_pb_body_decode ---------------------------------------------------- */
+
+/* Decodes |m| both ways. When the hand decoder takes it, protobuf-c must
+ * decode the same values and the body must point into |m|; returns whether
+ * the hand decoder took it. */
+static bool agree(const uint8_t *m, size_t len)
+{
+	xp_pb_body b;
+	bool ok = xp_pb_body_decode(m, len, &b);
+	PReq *rq = envoy__service__ext_proc__v3__processing_request__unpack(NULL, len, m);
+	if (ok) {
+		CHECK(rq != NULL);
+		if (!rq)
+			return ok;
+		CHECK_INT(rq->request_case, b.field);
+		const PBody *hb = b.field == 4 ? rq->request_body : rq->response_body;
+		CHECK(hb != NULL);
+		if (hb) {
+			CHECK(hb->body.len == b.len);
+			CHECK(b.len == 0 || memcmp(hb->body.data, b.body, b.len) == 0);
+			CHECK(!hb->end_of_stream == !b.end_of_stream);
+			CHECK(!hb->end_of_stream_without_message ==
+			      !b.end_of_stream_without_message);
+			CHECK(!hb->grpc_message_compressed == !b.grpc_message_compressed);
+		}
+		CHECK(b.len == 0 || (b.body >= m && b.body + b.len <= m + len));
+	}
+	if (rq)
+		envoy__service__ext_proc__v3__processing_request__free_unpacked(rq, NULL);
+	return ok;
+}
+
+static size_t pack_body(uint8_t *out, bool response, const uint8_t *data, size_t n, int flags)
+{
+	PBody hb = ENVOY__SERVICE__EXT_PROC__V3__HTTP_BODY__INIT;
+	hb.body.data = (uint8_t *)data;
+	hb.body.len = n;
+	hb.end_of_stream = flags & 1;
+	hb.end_of_stream_without_message = (flags >> 1) & 1;
+	hb.grpc_message_compressed = (flags >> 2) & 1;
+	PReq rq = ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_REQUEST__INIT;
+	if (response) {
+		rq.request_case = CASE(RESPONSE_BODY);
+		rq.response_body = &hb;
+	} else {
+		rq.request_case = CASE(REQUEST_BODY);
+		rq.request_body = &hb;
+	}
+	return envoy__service__ext_proc__v3__processing_request__pack(&rq, out);
+}
+
+static size_t put_varint(uint8_t *out, uint64_t v)
+{
+	size_t n = 0;
+	do {
+		out[n] = (uint8_t)(v & 0x7f);
+		v >>= 7;
+		if (v)
+			out[n] |= 0x80;
+		n++;
+	} while (v);
+	return n;
+}
+
+/* One unknown field of each wire type (varint, i64, len, i32). */
+static size_t put_unknowns(uint8_t *out, uint32_t base)
+{
+	size_t o = 0;
+	o += put_varint(out + o, (uint64_t)base << 3 | 0);
+	o += put_varint(out + o, 0xffffffffffffffffull);
+	o += put_varint(out + o, (uint64_t)(base + 1) << 3 | 1);
+	memset(out + o, 0xab, 8);
+	o += 8;
+	o += put_varint(out + o, (uint64_t)(base + 2) << 3 | 2);
+	o += put_varint(out + o, 3);
+	memcpy(out + o, "xyz", 3);
+	o += 3;
+	o += put_varint(out + o, (uint64_t)(base + 3) << 3 | 5);
+	memset(out + o, 0xcd, 4);
+	return o + 4;
+}
+
+static void test_pb_body_protobuf_c(void)
+{
+	static uint8_t data[70000], m[70100];
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = (uint8_t)(i * 7);
+	static const size_t sizes[] = {0, 1, 127, 128, 16383, 16384, 70000};
+	for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++)
+		for (int resp = 0; resp < 2; resp++)
+			for (int flags = 0; flags < 8; flags++) {
+				size_t n = pack_body(m, resp, data, sizes[si], flags);
+				xp_pb_body b;
+				CHECK(xp_pb_body_decode(m, n, &b));
+				CHECK_INT(b.field, resp ? 5 : 4);
+				CHECK(b.len == sizes[si]);
+				CHECK(b.end_of_stream == (flags & 1));
+				CHECK(agree(m, n));
+			}
+	/* The body points into the message, not into a copy. */
+	size_t n = pack_body(m, false, data, 1000, 1);
+	xp_pb_body b;
+	CHECK(xp_pb_body_decode(m, n, &b));
+	CHECK(b.body > m && b.body + 1000 <= m + n);
+}
+
+static void test_pb_body_unknown_fields(void)
+{
+	uint8_t inner[256], m[512];
+	size_t i = 0;
+	/* HttpBody: unknowns, body, unknowns, end_of_stream as a long varint. */
+	i += put_unknowns(inner + i, 5);
+	inner[i++] = 1 << 3 | 2;
+	inner[i++] = 5;
+	memcpy(inner + i, "hello", 5);
+	i += 5;
+	i += put_unknowns(inner + i, 100000);
+	inner[i++] = 2 << 3 | 0;
+	memcpy(inner + i, "\x80\x80\x01", 3);
+	i += 3;
+	/* ProcessingRequest: reserved field 1 and fields past 11 around it. */
+	size_t o = 0;
+	o += put_unknowns(m + o, 12);
+	m[o++] = 1 << 3 | 0;
+	m[o++] = 1;
+	m[o++] = 4 << 3 | 2;
+	m[o++] = (uint8_t)i;
+	memcpy(m + o, inner, i);
+	o += i;
+	o += put_unknowns(m + o, 536870900);
+	xp_pb_body b;
+	CHECK(xp_pb_body_decode(m, o, &b));
+	CHECK(b.len == 5 && memcmp(b.body, "hello", 5) == 0);
+	CHECK(b.end_of_stream);
+	CHECK(!b.end_of_stream_without_message && !b.grpc_message_compressed);
+	CHECK(agree(m, o));
+	/* Every truncation: taken only when protobuf-c agrees. */
+	for (size_t k = 0; k < o; k++)
+		agree(m, k);
+	/* Every single byte changed, a few ways: never taken against protobuf-c. */
+	for (size_t k = 0; k < o; k++) {
+		static const uint8_t vals[] = {0x00, 0x01, 0x7f, 0x80, 0xff, 0x0b, 0x0c, 0x22};
+		for (size_t v = 0; v < sizeof(vals); v++) {
+			uint8_t save = m[k];
+			m[k] = vals[v];
+			agree(m, o);
+			m[k] = save;
+		}
+	}
+}
+
+static void test_pb_body_fallback(void)
+{
+	uint8_t m[256] = {0};
+	xp_pb_body b;
+	/* Empty: no phase. */
+	CHECK(!xp_pb_body_decode(m, 0, &b));
+	/* request_headers, and a body with observability_mode: protobuf-c's. */
+	PHeaders hh = ENVOY__SERVICE__EXT_PROC__V3__HTTP_HEADERS__INIT;
+	PReq rq = ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_REQUEST__INIT;
+	rq.request_case = CASE(REQUEST_HEADERS);
+	rq.request_headers = &hh;
+	size_t n = envoy__service__ext_proc__v3__processing_request__pack(&rq, m);
+	CHECK(!xp_pb_body_decode(m, n, &b));
+	n = pack_body(m, false, (const uint8_t *)"x", 1, 1);
+	m[n++] = 10 << 3 | 0; /* observability_mode */
+	m[n++] = 1;
+	CHECK(!xp_pb_body_decode(m, n, &b));
+	CHECK(!agree(m, n));
+	/* Two body cases, or the same one twice (protobuf-c merges). */
+	n = pack_body(m, false, (const uint8_t *)"a", 1, 0);
+	n += pack_body(m + n, true, (const uint8_t *)"b", 1, 1);
+	CHECK(!xp_pb_body_decode(m, n, &b));
+	n = pack_body(m, false, (const uint8_t *)"a", 1, 0);
+	n += pack_body(m + n, false, (const uint8_t *)"b", 1, 1);
+	CHECK(!xp_pb_body_decode(m, n, &b));
+	/* A known field twice inside HttpBody. */
+	static const uint8_t twice[] = {4 << 3 | 2, 4, 2 << 3, 1, 2 << 3, 0};
+	CHECK(!xp_pb_body_decode(twice, sizeof(twice), &b));
+	/* Wrong wire types: the body case as a varint, body as a varint,
+	 * end_of_stream as i32. */
+	static const uint8_t wt1[] = {4 << 3 | 0, 1};
+	static const uint8_t wt2[] = {4 << 3 | 2, 2, 1 << 3 | 0, 1};
+	static const uint8_t wt3[] = {4 << 3 | 2, 5, 2 << 3 | 5, 1, 0, 0, 0};
+	CHECK(!xp_pb_body_decode(wt1, sizeof(wt1), &b));
+	CHECK(!xp_pb_body_decode(wt2, sizeof(wt2), &b));
+	CHECK(!xp_pb_body_decode(wt3, sizeof(wt3), &b));
+	/* Groups and the invalid wire types 6 and 7, outside and inside. */
+	for (unsigned wt = 3; wt <= 7; wt++) {
+		if (wt == 5)
+			continue;
+		uint8_t g[] = {(uint8_t)(20 << 3 | wt), 0, 4 << 3 | 2, 0};
+		CHECK(!xp_pb_body_decode(g, sizeof(g), &b));
+		CHECK(!agree(g, sizeof(g)));
+		uint8_t gi[] = {4 << 3 | 2, 2, (uint8_t)(20 << 3 | wt), 0};
+		CHECK(!xp_pb_body_decode(gi, sizeof(gi), &b));
+	}
+	/* Field number 0, a 6-byte tag, a 6-byte length, an 11-byte varint. */
+	static const uint8_t f0[] = {0 << 3 | 0, 1, 4 << 3 | 2, 0};
+	static const uint8_t tag6[] = {0xa2, 0x80, 0x80, 0x80, 0x80, 0x00, 0};
+	static const uint8_t len6[] = {4 << 3 | 2, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00};
+	static const uint8_t v11[] = {4 << 3 | 2, 12, 2 << 3, 0x81, 0x80, 0x80, 0x80, 0x80,
+				      0x80, 0x80, 0x80, 0x80, 0x80, 0x00};
+	CHECK(!xp_pb_body_decode(f0, sizeof(f0), &b));
+	CHECK(!xp_pb_body_decode(tag6, sizeof(tag6), &b));
+	CHECK(!xp_pb_body_decode(len6, sizeof(len6), &b));
+	CHECK(!xp_pb_body_decode(v11, sizeof(v11), &b));
+	CHECK(!agree(len6, sizeof(len6)));
+	CHECK(!agree(v11, sizeof(v11)));
+	/* A 10-byte varint is fine; its bits past 64 still make a true. */
+	static const uint8_t v10[] = {4 << 3 | 2, 11, 3 << 3, 0x80, 0x80, 0x80, 0x80, 0x80,
+				      0x80, 0x80, 0x80, 0x80, 0x02};
+	CHECK(xp_pb_body_decode(v10, sizeof(v10), &b));
+	CHECK(b.end_of_stream_without_message);
+	CHECK(agree(v10, sizeof(v10)));
+}
+
+static void test_pb_body_random(void)
+{
+	uint64_t x = 0x243f6a8885a308d3ull;
+	uint8_t m[64];
+	for (int round = 0; round < 200000; round++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		size_t n = (size_t)(x % sizeof(m));
+		uint64_t y = x;
+		for (size_t i = 0; i < n; i++) {
+			y = y * 6364136223846793005ull + 1442695040888963407ull;
+			m[i] = (uint8_t)(y >> 56);
+		}
+		/* Mostly well-formed starts: a body case with a short length. */
+		if (n > 2 && (x & 3)) {
+			m[0] = (x & 4) ? 4 << 3 | 2 : 5 << 3 | 2;
+			m[1] = (uint8_t)((x >> 8) % (n - 1));
+		}
+		agree(m, n);
+	}
+}
+
 int main(void)
 {
 	RUN(test_prefix);
@@ -313,5 +560,9 @@ int main(void)
 	RUN(test_callback_stop);
 	RUN(test_random_input);
 	RUN(test_percent_encode);
+	RUN(test_pb_body_protobuf_c);
+	RUN(test_pb_body_unknown_fields);
+	RUN(test_pb_body_fallback);
+	RUN(test_pb_body_random);
 	return harness_done();
 }

@@ -1,7 +1,8 @@
 /* k8s: the parts that need no API server: kubeconfig and in-cluster config,
  * --endpoint-selector and --endpoint-target-ports, selector matching, pods to
  * endpoints (readiness, active-ports, ranks), the Lease name, URL escaping,
- * and API objects to a catalog through store_objects_load. */
+ * API objects to a catalog through store_objects_load, and the pool's
+ * kepp.io/fastpath annotation. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -394,6 +395,56 @@ static void test_api_objects(void)
 		cJSON_Delete(o[i]);
 }
 
+static void test_pool_fastpath(void)
+{
+	const char *v1 =
+		"{\"apiVersion\":\"inference.networking.k8s.io/v1\",\"kind\":\"InferencePool\","
+		"\"metadata\":{\"name\":\"pool\",\"namespace\":\"default\",\"annotations\":"
+		"{\"kepp.io/fastpath\":\"10.96.0.50:8000=llama, 10.96.0.50:8001=llama-lora\","
+		"\"other\":\"x\"}},"
+		"\"spec\":{\"selector\":{\"matchLabels\":{\"app\":\"vllm\"}},\"targetPorts\":"
+		"[{\"number\":8000}],\"endpointPickerRef\":{\"name\":\"epp\",\"port\":"
+		"{\"number\":9002}}}}";
+	const char *v1alpha2 =
+		"{\"apiVersion\":\"inference.networking.x-k8s.io/v1alpha2\",\"kind\":"
+		"\"InferencePool\",\"metadata\":{\"name\":\"pool\",\"namespace\":\"default\","
+		"\"annotations\":{\"kepp.io/fastpath\":\"[fd00::9]:80=m\"}},\"spec\":"
+		"{\"selector\":{\"app\":\"vllm\"},\"targetPortNumber\":8000,"
+		"\"extensionRef\":{\"name\":\"epp\"}}}";
+	cJSON *p1 = cJSON_Parse(v1), *p2 = cJSON_Parse(v1alpha2);
+	CHECK(p1 && p2);
+	if (!p1 || !p2) {
+		cJSON_Delete(p1);
+		cJSON_Delete(p2);
+		return;
+	}
+	CHECK_STR(k8s_pool_fastpath(p1), "10.96.0.50:8000=llama, 10.96.0.50:8001=llama-lora");
+	CHECK_STR(k8s_pool_fastpath(p2), "[fd00::9]:80=m");
+	/* The annotation does not disturb the pool's decoding. */
+	for (int i = 0; i < 2; i++) {
+		store_api_object one = {i ? p2 : p1, "/apis/x"};
+		store_manifest_opts mo = {.pool_name = "pool", .pool_namespace = "default"};
+		store_catalog *c = NULL;
+		CHECK_INT(store_objects_load(&one, 1, &mo, &c), 0);
+		CHECK(c && c->has_pool && c->pool.target_ports[0] == 8000);
+		store_catalog_unref(c);
+	}
+	/* A pool being deleted has no services any more. */
+	cJSON_AddStringToObject(cJSON_GetObjectItem(p1, "metadata"), "deletionTimestamp",
+				"2025-01-01T00:00:00Z");
+	CHECK(k8s_pool_fastpath(p1) == NULL);
+	/* None, or not a string (the API server would refuse it): none. */
+	cJSON *annots = cJSON_GetObjectItem(cJSON_GetObjectItem(p2, "metadata"), "annotations");
+	cJSON_ReplaceItemInObject(annots, "kepp.io/fastpath", cJSON_CreateNumber(1));
+	CHECK(k8s_pool_fastpath(p2) == NULL);
+	cJSON_DeleteItemFromObject(annots, "kepp.io/fastpath");
+	CHECK(k8s_pool_fastpath(p2) == NULL);
+	cJSON_DeleteItemFromObject(cJSON_GetObjectItem(p2, "metadata"), "annotations");
+	CHECK(k8s_pool_fastpath(p2) == NULL);
+	cJSON_Delete(p1);
+	cJSON_Delete(p2);
+}
+
 int main(void)
 {
 	log_set_verbosity(-100); /* the refused objects log; keep the output clean */
@@ -409,6 +460,7 @@ int main(void)
 	RUN(test_pod_endpoints);
 	RUN(test_helpers);
 	RUN(test_api_objects);
+	RUN(test_pool_fastpath);
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	if (system(cmd) != 0)

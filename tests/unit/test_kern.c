@@ -9,6 +9,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <bpf/btf.h>
+
 #include "harness.h"
 #include "kepp_abi.h"
 #include "kernel/kern_int.h"
@@ -382,6 +384,78 @@ static void test_left_bookkeeping(void)
 	CHECK_INT(s.n, 0);
 }
 
+/* A BTF with struct kepp_t { __u64 <f0>; __u32 <f1>; __u32 pad; } (or the
+ * two first swapped); returns the struct's id in *id. */
+static struct btf *layout(const char *f0, const char *f1, bool swapped, bool typedefs,
+			  int *id)
+{
+	struct btf *b = btf__new_empty();
+	int u32 = btf__add_int(b, "unsigned int", 4, 0);
+	int u64 = btf__add_int(b, "long long unsigned int", 8, 0);
+	if (typedefs) {
+		u32 = btf__add_typedef(b, "__u32", u32);
+		u64 = btf__add_typedef(b, "__u64", u64);
+	}
+	*id = btf__add_struct(b, "kepp_t", 16);
+	if (swapped) {
+		btf__add_field(b, f1, u32, 0, 0);
+		btf__add_field(b, "pad", u32, 32, 0);
+		btf__add_field(b, f0, u64, 64, 0);
+	} else {
+		btf__add_field(b, f0, u64, 0, 0);
+		btf__add_field(b, f1, u32, 64, 0);
+		btf__add_field(b, "pad", u32, 96, 0);
+	}
+	return b;
+}
+
+static void test_pinned_map_compat(void)
+{
+	int ia, ib, ic, id;
+	struct btf *a = layout("x", "y", false, true, &ia);
+	struct btf *b = layout("x", "y", false, false, &ib);
+	struct btf *c = layout("x", "y", true, true, &ic);
+	struct btf *d = layout("x", "z", false, true, &id);
+	/* Typedefs aside, the same fields at the same offsets: the same layout. */
+	CHECK(kern_btf_same_layout(a, (uint32_t)ia, b, (uint32_t)ib, 0));
+	CHECK(!kern_btf_same_layout(a, (uint32_t)ia, c, (uint32_t)ic, 0)); /* moved */
+	CHECK(!kern_btf_same_layout(a, (uint32_t)ia, d, (uint32_t)id, 0)); /* renamed */
+	CHECK(!kern_btf_same_layout(a, 999, b, (uint32_t)ib, 0));          /* bad id */
+
+	kern_map_def want = {.type = 1, .key_size = 20, .value_size = 16, .max_entries = 256,
+			     .flags = 1, .btf = a, .value_type = (uint32_t)ia};
+	kern_map_def have = want;
+	char why[160] = "";
+	have.btf = b;
+	have.value_type = (uint32_t)ib;
+	CHECK(!kern_map_mismatch(&want, &have, why, sizeof(why)));
+	have.btf = c;
+	have.value_type = (uint32_t)ic;
+	CHECK(kern_map_mismatch(&want, &have, why, sizeof(why)));
+	CHECK_STR(why, "the value's fields differ (same size, another layout)");
+	have.btf = NULL; /* no BTF to compare: the sizes decide */
+	CHECK(!kern_map_mismatch(&want, &have, why, sizeof(why)));
+	have.value_size = 64;
+	CHECK(kern_map_mismatch(&want, &have, why, sizeof(why)));
+	CHECK_STR(why, "key/value size 20/64, this kepp uses 20/16");
+	have = want;
+	have.max_entries = 128;
+	CHECK(kern_map_mismatch(&want, &have, why, sizeof(why)));
+	CHECK_STR(why, "max_entries 128, this kepp uses 256");
+	have = want;
+	have.flags = 0;
+	CHECK(kern_map_mismatch(&want, &have, why, sizeof(why)));
+	CHECK_STR(why, "flags 0x0, this kepp uses 0x1");
+	have = want;
+	have.type = 9;
+	CHECK(kern_map_mismatch(&want, &have, why, sizeof(why)));
+	CHECK_STR(why, "map type 9, this kepp uses 1");
+	btf__free(a);
+	btf__free(b);
+	btf__free(c);
+	btf__free(d);
+}
+
 int main(void)
 {
 	RUN(test_service_parse);
@@ -393,5 +467,6 @@ int main(void)
 	RUN(test_fastpath_weights);
 	RUN(test_fastpath_filter_sheds);
 	RUN(test_left_bookkeeping);
+	RUN(test_pinned_map_compat);
 	return harness_done();
 }

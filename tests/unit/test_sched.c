@@ -2187,6 +2187,147 @@ static void test_inflight_between_scrapes(void)
 	sched_free(s);
 }
 
+/* max-score-picker without a full shuffle: the same result as shuffling and
+ * sorting stably, as far as the winners go; every entry is kept. */
+static void test_max_score_ties(void)
+{
+	struct tcfg *t = cfg_new();
+	cfg_plugin(t, "m1", "max-score-picker", NULL, 1);
+	cfg_plugin(t, "m4", "max-score-picker", "{\"maxNumOfEndpoints\":4}", 2);
+	cfg_plugin(t, "m16", "max-score-picker", "{\"maxNumOfEndpoints\":16}", 3);
+	cfg_ref(cfg_profile(t, "default", 4), "m1", NAN, 5);
+	sched *s = build(t);
+	cfg_free(t);
+	CHECK(s != NULL);
+	if (!s)
+		return;
+	store_catalog *cat = store_catalog_new();
+	struct pod pods[7] = {P(0, 0), P(0, 0), P(0, 0), P(0, 0), P(0, 0), P(0, 0), P(0, 0)};
+	store_snapshot *snap = snap_of(cat, pods, 7);
+	const store_endpoint *e = snap->endpoints;
+	static const double score[7] = {0.5, 0.9, 0.5, 0.9, 0.7, 0.5, 0.2};
+	struct reqb b;
+	req_body(&b, "{}");
+	sched_ctx c = {.s = s, .req = &b.r, .target_model = sstr("m"), .a = &A};
+	const sched_plugin *m1 = sched_find_plugin(s, "m1"), *m4 = sched_find_plugin(s, "m4");
+	const sched_plugin *m16 = sched_find_plugin(s, "m16");
+	rand_seed(3);
+	const int N = 6000;
+	int first[7] = {0}, fourth[7] = {0}, one[7] = {0}, last_two[7] = {0};
+	for (int r = 0; r < N; r++) {
+		sched_scored sc[7];
+		for (int i = 0; i < 7; i++)
+			sc[i] = (sched_scored){&e[i], score[i]};
+		CHECK_INT(m4->type->pick(m4, &c, sc, 7), 4);
+		int seen = 0;
+		for (int i = 0; i < 7; i++)
+			seen |= 1 << (sc[i].ep - e);
+		CHECK_INT(seen, 0x7f);
+		CHECK(sc[0].score == 0.9 && sc[1].score == 0.9 && sc[2].score == 0.7 &&
+		      sc[3].score == 0.5);
+		first[sc[0].ep - e]++;
+		fourth[sc[3].ep - e]++;
+		for (int i = 0; i < 7; i++)
+			sc[i] = (sched_scored){&e[i], score[i]};
+		CHECK_INT(m1->type->pick(m1, &c, sc, 7), 1);
+		one[sc[0].ep - e]++;
+		/* k >= n: the whole order, ties at random. */
+		for (int i = 0; i < 7; i++)
+			sc[i] = (sched_scored){&e[i], score[i]};
+		CHECK_INT(m16->type->pick(m16, &c, sc, 7), 7);
+		for (int i = 1; i < 7; i++)
+			CHECK(sc[i - 1].score >= sc[i].score);
+		last_two[sc[3].ep - e]++;
+	}
+	/* 1/2 each (sigma 0.65%), 1/3 each (sigma 0.61%): within 4 sigma. */
+	CHECK(fabs((double)first[1] / N - 0.5) < 0.026 && first[1] + first[3] == N);
+	CHECK(fabs((double)one[1] / N - 0.5) < 0.026 && one[1] + one[3] == N);
+	for (int i = 0; i < 7; i++) {
+		if (score[i] != 0.5)
+			continue;
+		CHECK(fabs((double)fourth[i] / N - 1.0 / 3) < 0.025);
+		CHECK(fabs((double)last_two[i] / N - 1.0 / 3) < 0.025);
+	}
+	store_release(snap);
+	store_catalog_unref(cat);
+	sched_free(s);
+}
+
+/* The per-snapshot in-flight view answers as the name-hashed table does,
+ * also past the table's room (endpoints without a slot, slots taken over by
+ * other names), and belongs to one table. */
+static void test_inflight_view(void)
+{
+	sched *s = queue_only_sched();
+	CHECK(s != NULL);
+	if (!s)
+		return;
+	enum { NEPS = 5000 };
+	static store_endpoint many[NEPS];
+	static char nm[NEPS][24];
+	for (int i = 0; i < NEPS; i++) {
+		snprintf(nm[i], sizeof(nm[i]), "view-%d-rank-0", i);
+		many[i] = (store_endpoint){.name = nm[i], .pod = nm[i], .port = 8000};
+		snprintf(many[i].ip, sizeof(many[i].ip), "10.%d.%d.1", i / 256, i % 256);
+		many[i].m.valid = true;
+		many[i].m.update_ms = 1000;
+	}
+	store_catalog *cat = store_catalog_new();
+	store_catalog_finish(cat);
+	store_snapshot *snap = store_snapshot_new(cat, many, NEPS, true);
+	const struct inflight_view *v = inflight_view_of(s->inflight, snap);
+	CHECK(v != NULL);
+	CHECK(inflight_view_of(s->inflight, snap) == v);
+	inflight *other = inflight_new();
+	CHECK(inflight_view_of(other, snap) == NULL);
+	inflight_free(other);
+	struct reqb b;
+	req_body(&b, "{}");
+	sched_ctx c = {.s = s, .req = &b.r, .a = &A, .snap = snap, .inflight_view = v};
+	sched_ctx hashed = c;
+	hashed.inflight_view = NULL;
+	/* Requests on every 7th endpoint, after the view claimed its slots:
+	 * names without one take over idle slots of others. */
+	void *held[NEPS];
+	uint64_t marks[NEPS];
+	for (int i = 0; i < NEPS; i++) {
+		held[i] = NULL;
+		if (i % 7)
+			continue;
+		held[i] = inflight_acquire(s->inflight, nm[i], i);
+		marks[i] = inflight_mark_sent(held[i], 1000);
+	}
+	int with = 0;
+	for (int i = 0; i < NEPS; i++) {
+		const store_endpoint *ep = &snap->endpoints[i];
+		int64_t r1, k1, r2, k2, r3, k3;
+		inflight_get_ep(&c, ep, &r1, &k1);
+		inflight_get_ep(&hashed, ep, &r2, &k2);
+		inflight_get(s->inflight, nm[i], &r3, &k3);
+		CHECK(r1 == r3 && k1 == k3 && r2 == r3 && k2 == k3);
+		int64_t s3 = inflight_since(s->inflight, nm[i], 1000);
+		CHECK(inflight_since_ep(&c, ep) == s3);
+		with += r3 > 0;
+		if (held[i])
+			CHECK(r3 == 1 && k3 == i && s3 == 1);
+	}
+	/* The table holds 4,096 names: some of the 715 requests found none. */
+	CHECK(with > 500);
+	for (int i = 0; i < NEPS; i++)
+		if (held[i]) {
+			inflight_unmark_sent(held[i], marks[i]);
+			inflight_release(held[i], i);
+		}
+	for (int i = 0; i < NEPS; i += 7) {
+		int64_t r, k;
+		inflight_get_ep(&c, &snap->endpoints[i], &r, &k);
+		CHECK(r == 0 && k == 0 && inflight_since_ep(&c, &snap->endpoints[i]) == 0);
+	}
+	store_release(snap);
+	store_catalog_unref(cat);
+	sched_free(s);
+}
+
 static void test_inflight_since_epochs(void)
 {
 	inflight *t = inflight_new();
@@ -2480,6 +2621,7 @@ int main(void)
 	RUN(test_default_config);
 	RUN(test_max_score_picker);
 	RUN(test_random_and_weighted_pickers);
+	RUN(test_max_score_ties);
 	RUN(test_header_filter);
 	RUN(test_served_verifier);
 	RUN(test_legacy_filters);
@@ -2502,6 +2644,7 @@ int main(void)
 	RUN(test_concurrent_workers);
 	RUN(test_inflight_between_scrapes);
 	RUN(test_inflight_since_epochs);
+	RUN(test_inflight_view);
 	RUN(test_running_scorer_inflight);
 	RUN(test_session_affinity);
 	RUN(test_session_affinity_params);

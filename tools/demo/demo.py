@@ -32,7 +32,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep  # noqa: E402
 
 POOL_IPS = ["127.0.1.1", "127.0.1.2", "127.0.1.3", "127.0.1.4"]
 PORT = 18000
-GRPC_PORT, HEALTH_PORT = 19002, 19003
+GRPC_PORT, HEALTH_PORT, METRICS_PORT = 19002, 19003, 19090
 METHOD = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 
 MANIFESTS = """\
@@ -278,6 +278,7 @@ def main():
         f.write(MANIFESTS)
     cmd = [os.path.join(BUILD, "kepp"), "--secure-serving=false",
            "--grpc-port", str(GRPC_PORT), "--grpc-health-port", str(HEALTH_PORT),
+           "--metrics-port", str(METRICS_PORT),
            "--endpoints", ",".join(POOL_IPS), "--manifests", tmp, "--pool-name", "demo-pool",
            "--kernel=off"]
     print("$ " + " ".join(cmd))

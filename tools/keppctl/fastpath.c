@@ -2,11 +2,11 @@
  * <bpffs>/kepp/ show it, read with libbpf (no kepp process needed: the
  * pins outlive it). Layouts come from bpf/kepp_abi.h.
  *
- * The maps do not hold a service's model name; it comes from the command
- * line (--fastpath VIP:PORT=MODEL) of the kepp process that holds the
- * service map open, found by the map's id in /proc/PID/fdinfo. With no
- * such process (kepp stopped, the pins still steering) the model is
- * unknown. */
+ * A service's model and pool come from kepp_model_v1. Pins an older kepp
+ * left have no such map: the model then comes from the command line
+ * (--fastpath VIP:PORT=MODEL) of the kepp process that holds the service
+ * map open, found by the map's id in /proc/PID/fdinfo, and is unknown when
+ * no process does. */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <dirent.h>
@@ -34,7 +34,9 @@ typedef struct svc_entry {
 	struct kepp_svc val;
 	char vip[64];
 	char model[KERN_MODEL_MAX];
+	char pool[KEPP_POOL_MAX];
 	bool has_model;
+	const char *model_source; /* "map" (kepp_model_v1) or "cmdline" */
 	bool has_xdp;
 	struct kepp_vip_stats xdp;
 	uint64_t aff_clients;
@@ -198,6 +200,22 @@ static int read_xdp(view *v, int fd, int ncpu)
 	return 0;
 }
 
+/* Model and pool of every service from kepp_model_v1. */
+static void read_meta(view *v, int fd)
+{
+	for (size_t i = 0; i < v->n_svcs; i++) {
+		svc_entry *s = &v->svcs[i];
+		struct kepp_svc_meta m;
+		if (bpf_map_lookup_elem(fd, &s->key, &m) < 0)
+			continue;
+		/* Bounded: the map's strings need not be NUL-terminated. */
+		snprintf(s->model, sizeof(s->model), "%.*s", (int)sizeof(m.model), m.model);
+		snprintf(s->pool, sizeof(s->pool), "%.*s", (int)sizeof(m.pool), m.pool);
+		s->has_model = true;
+		s->model_source = "map";
+	}
+}
+
 /* Clients (cgroups) with an affinity entry, per service. */
 static void read_affinity(view *v, int fd)
 {
@@ -277,7 +295,7 @@ static const char *fastpath_arg(const char *a, const char *next)
 }
 
 /* Finds the kepp process that holds the service map |map_id| and takes the
- * models from its --fastpath flags. */
+ * models the map kepp_model_v1 did not give from its --fastpath flags. */
 static void find_models(view *v, uint32_t map_id)
 {
 	DIR *d = opendir("/proc");
@@ -311,10 +329,11 @@ static void find_models(view *v, uint32_t map_id)
 			if (spec && kern_service_parse(spec, &ks, err, sizeof(err)) == 0) {
 				for (size_t i = 0; i < v->n_svcs; i++) {
 					svc_entry *s = &v->svcs[i];
-					if (!memcmp(s->key.vip.ip, ks.addr, 16) &&
+					if (!s->has_model && !memcmp(s->key.vip.ip, ks.addr, 16) &&
 					    ntohs(s->key.vip.port) == ks.port) {
 						snprintf(s->model, sizeof(s->model), "%s", ks.model);
 						s->has_model = true;
+						s->model_source = "cmdline";
 					}
 				}
 			}
@@ -376,10 +395,17 @@ static int print_json(view *v, int64_t now)
 		cJSON *o = cJSON_CreateObject();
 		cJSON_AddItemToArray(arr, o);
 		cJSON_AddStringToObject(o, "vip", s->vip);
-		if (s->has_model)
+		if (s->has_model) {
 			cJSON_AddStringToObject(o, "model", s->model);
-		else
+			cJSON_AddStringToObject(o, "model_source", s->model_source);
+		} else {
 			cJSON_AddNullToObject(o, "model");
+			cJSON_AddNullToObject(o, "model_source");
+		}
+		if (s->pool[0])
+			cJSON_AddStringToObject(o, "pool", s->pool);
+		else
+			cJSON_AddNullToObject(o, "pool");
 		cJSON_AddNumberToObject(o, "id", s->val.id);
 		cJSON_AddNumberToObject(o, "age_ms", age_ms(s, now));
 		cJSON_AddNumberToObject(o, "max_age_ms", (double)s->val.max_age_ns / 1e6);
@@ -469,6 +495,8 @@ static int print_text(view *v, int64_t now)
 		printf("\n%s  model %s  id %u  table %.0f ms old (%s after %.0f ms)  flags %s", s->vip,
 		       s->has_model ? s->model : "?", s->val.id, age,
 		       age <= max ? "fresh, stale" : "STALE", max, flags);
+		if (s->pool[0])
+			printf("  pool %s", s->pool);
 		if (s->val.flags & KEPP_SVC_AFFINITY)
 			printf("  affinity %u%%, %llu clients remembered", s->val.affinity_pct,
 			       (unsigned long long)s->aff_clients);
@@ -575,6 +603,12 @@ int kctl_fastpath(int argc, char **argv)
 			if (e)
 				e->in_table = true;
 		}
+	int m_fd = open_map(&v, "kepp_model_v1", sizeof(struct kepp_svc_key),
+			    sizeof(struct kepp_svc_meta), NULL);
+	if (m_fd >= 0) {
+		read_meta(&v, m_fd);
+		close(m_fd);
+	}
 	find_models(&v, svc_id);
 	int64_t now = mono_ns();
 	rc = json ? print_json(&v, now) : print_text(&v, now);

@@ -21,6 +21,7 @@ faults stop, are what they were before them; kepp exits 0 on SIGTERM.
   /usr/bin/python3 tools/soak/soak.py --smoke             # ~20 s (the test's run)
 """
 import argparse
+import ctypes
 import json
 import os
 import random
@@ -35,6 +36,8 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LIBC = ctypes.CDLL(None, use_errno=True)
+SYS_PIDFD_GETFD = 438  # x86-64 and arm64 alike
 PROCESS = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 POOL = "soak-pool"
 
@@ -69,31 +72,19 @@ spec:
     name: %s
 """
 
+
+def example(name):
+    """The text of a shipped deploy/examples/ file."""
+    with open(os.path.join(ROOT, "deploy", "examples", name)) as f:
+        return f.read()
+
+
+# Config changes the soak makes: the shipped examples as they are, and one
+# of its own (a random picker returning fallbacks).
 CONFIGS = [
     None,  # the built-in default
-    """\
-apiVersion: inference.networking.x-k8s.io/v1alpha1
-kind: EndpointPickerConfig
-plugins:
-- type: queue-scorer
-- type: kv-cache-utilization-scorer
-- type: prefix-cache-scorer
-- type: lora-affinity-scorer
-  parameters: {residentAdapters: true}
-- type: max-score-picker
-schedulingProfiles:
-- name: default
-  plugins:
-  - pluginRef: queue-scorer
-    weight: 2
-  - pluginRef: kv-cache-utilization-scorer
-    weight: 2
-  - pluginRef: prefix-cache-scorer
-    weight: 3
-  - pluginRef: lora-affinity-scorer
-    weight: 3
-  - pluginRef: max-score-picker
-""",
+    example("lora-config.yaml"),
+    example("endpointpickerconfig.yaml"),
     """\
 apiVersion: inference.networking.x-k8s.io/v1alpha1
 kind: EndpointPickerConfig
@@ -230,7 +221,35 @@ class Soak:
                 time.sleep(0.05)
 
     def fd_count(self):
-        return len(os.listdir("/proc/%d/fd" % self.kepp.pid))
+        """(kepp's open fds but its outbound connections, outbound
+        connections). Outbound ones are the scrapes' (libcurl keeps at most
+        a connection or two per pod, how many at a given moment depends on
+        timing); every other fd, the listeners and the connections accepted
+        on them included, must come back to where it was. A socket is told
+        by its local port, read from a copy of the fd (pidfd_getfd): that
+        works in every TCP state, a reset connection's too."""
+        pid, own = self.kepp.pid, {self.grpc, self.health, self.metrics}
+        pidfd = os.pidfd_open(pid)
+        total = outbound = 0
+        try:
+            for name in os.listdir("/proc/%d/fd" % pid):
+                try:
+                    link = os.readlink("/proc/%d/fd/%s" % (pid, name))
+                except OSError:
+                    continue  # closed meanwhile
+                total += 1
+                if not link.startswith("socket:"):
+                    continue
+                fd = LIBC.syscall(SYS_PIDFD_GETFD, pidfd, int(name), 0)
+                if fd < 0:
+                    continue
+                with socket.socket(fileno=fd) as sk:
+                    if sk.family in (socket.AF_INET, socket.AF_INET6) and \
+                            sk.getsockname()[1] not in own:
+                        outbound += 1
+        finally:
+            os.close(pidfd)
+        return total - outbound, outbound
 
     def fault(self):
         r = self.rng.random()
@@ -272,13 +291,13 @@ class Soak:
                 self.fault()
             except OSError as e:
                 self.count("fault error: %s" % type(e).__name__)
-            self.fds.append(self.fd_count())
+            self.fds.append(self.fd_count()[0])
 
     def run(self):
         a = self.args
         self.start()
         time.sleep(1)
-        fds_before = self.fd_count()
+        fds_before, _ = self.fd_count()
         bench = [os.path.join(self.build, "bench-extproc"), "--port", str(self.grpc),
                  "--pid", str(self.kepp.pid), "--json", "--rate", str(a.rate),
                  "--duration", str(a.duration), "--warmup", "1", "--conns", "4",
@@ -296,7 +315,7 @@ class Soak:
                 "http://%s:%d/sim/fault" % (addr, self.sim_port),
                 data=b'{"metrics":"ok"}'), timeout=5).read()
         time.sleep(3)
-        fds_after = self.fd_count()
+        fds_after, self.scrape_conns = self.fd_count()
         if out.returncode != 0:
             raise RuntimeError("bench-extproc failed (%d): %s" % (out.returncode,
                                                                   out.stderr.decode()))
@@ -330,8 +349,9 @@ def verdict(args, r, fds_before, fds_after, rc, events):
             series[0] / 1024 if series else 0, r["hwm_kb"] / 1024, r["rss_kb"] / 1024)),
         ("RSS growth, second half", "%.2f MB (limit %.1f MB)" % (growth_kb / 1024,
                                                                   args.rss_slack)),
-        ("open fds", "before %d, after %d (max during faults %d)" % (
-            fds_before, fds_after, max([fds_after] + events["fds"]))),
+        ("open fds", "before %d, after %d (max during faults %d), besides %d scrape "
+         "connections" % (fds_before, fds_after, max([fds_after] + events["fds"]),
+                          events["scrape_conns"])),
         ("kepp exit on SIGTERM", str(rc)),
         ("decision latency", "p50 %s us, p99 %s us" % (r["decision_us"]["p50"],
                                                         r["decision_us"]["p99"])),
@@ -349,6 +369,9 @@ def verdict(args, r, fds_before, fds_after, rc, events):
         problems.append("RSS grew %.2f MB in the second half" % (growth_kb / 1024))
     if abs(fds_after - fds_before) > 2:
         problems.append("open fds %d -> %d" % (fds_before, fds_after))
+    if events["scrape_conns"] > 2 * args.pods:
+        problems.append("%d scrape connections to %d pods" % (events["scrape_conns"],
+                                                              args.pods))
     if rc != 0:
         problems.append("kepp exited %d" % rc)
     if r["ok"] == 0:
@@ -375,7 +398,8 @@ def main(argv):
         r, before, after, rc = s.run()
     finally:
         s.close()
-    problems = verdict(args, r, before, after, rc, {"counts": s.events, "fds": s.fds})
+    problems = verdict(args, r, before, after, rc,
+                       {"counts": s.events, "fds": s.fds, "scrape_conns": s.scrape_conns})
     if problems:
         print("\nFAILED: " + "; ".join(problems) + " (kepp's log: %s/kepp.log)" % s.tmp)
         with open(os.path.join(s.tmp, "kepp.log"), "rb") as f:

@@ -51,8 +51,8 @@ typedef struct adm_opts {
 /* The options are copied; strings must outlive the adm. */
 adm *adm_new(const adm_opts *o);
 /* Serves /metrics, /healthz and (when enabled) /debug/ on |port| of every
- * IPv4 address, on |base|'s loop. Returns 0 or a negative errno with the
- * reason in |err|. */
+ * address, IPv6 and IPv4, on |base|'s loop. Returns 0 or a negative errno
+ * with the reason in |err|. */
 int adm_listen(adm *a, struct event_base *base, int port, char *err, size_t errlen);
 /* Frees the server, the collectors and every adm_worker; after the workers
  * have stopped. */

@@ -3,16 +3,21 @@
  * /debug/explain. Read-only: nothing served changes kepp's state. Bounded:
  * header and body sizes are capped by evhttp, which answers 413 or 400. */
 #include <errno.h>
+#include <netinet/in.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 
 #include "admin/adm_int.h"
 #include "util/log.h"
@@ -188,10 +193,47 @@ static void handle(struct evhttp_request *req, void *arg)
 		     : "not found (debug endpoints are off: --enable-debug-endpoints)\n");
 }
 
+/* A listening socket on |port| of every address: IPv6 and IPv4 on one
+ * dual-stack socket (an IPv6-only pod has no IPv4 address to bind), IPv4
+ * alone where the kernel has no IPv6. Returns the fd or -errno. */
+static int listen_any(int port)
+{
+	struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port)};
+	struct sockaddr_in a4 = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	bool v6 = fd >= 0;
+	if (!v6 && errno == EAFNOSUPPORT)
+		fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int one = 1, zero = 0;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (v6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+	if ((v6 ? bind(fd, (struct sockaddr *)&a6, sizeof(a6))
+		: bind(fd, (struct sockaddr *)&a4, sizeof(a4))) < 0 ||
+	    listen(fd, 128) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
 int adm_listen(adm *a, struct event_base *base, int port, char *err, size_t errlen)
 {
+	if (port <= 0 || port > 65535) {
+		snprintf(err, errlen, "invalid port %d", port);
+		return -EINVAL;
+	}
+	int fd = listen_any(port);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot listen on port %d: %s", port, strerror(-fd));
+		return fd;
+	}
 	struct evhttp *http = evhttp_new(base);
 	if (!http) {
+		close(fd);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
@@ -200,12 +242,16 @@ int adm_listen(adm *a, struct event_base *base, int port, char *err, size_t errl
 	evhttp_set_timeout(http, 30);
 	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
 	evhttp_set_gencb(http, handle, a);
-	errno = 0;
-	if (!evhttp_bind_socket_with_handle(http, "0.0.0.0", (ev_uint16_t)port)) {
-		int e = errno ? errno : EADDRINUSE;
-		snprintf(err, errlen, "cannot listen on port %d: %s", port, strerror(e));
+	/* 0: the socket already listens. The listener closes it when freed. */
+	struct evconnlistener *l = evconnlistener_new(base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE, 0, fd);
+	if (!l)
+		close(fd);
+	if (!l || !evhttp_bind_listener(http, l)) {
+		if (l)
+			evconnlistener_free(l);
 		evhttp_free(http);
-		return -e;
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
 	}
 	a->http = http;
 	return 0;

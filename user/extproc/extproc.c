@@ -8,6 +8,8 @@
 #include <time.h>
 
 #include "envoy/service/ext_proc/v3/external_processor.pb-c.h"
+#include "extproc/grpc_codec.h"
+#include "sched/early.h"
 #include "util/log.h"
 #include "util/rand.h"
 
@@ -110,7 +112,19 @@ struct ep_stream {
 	const store_snapshot *snap; /* held from the decision until the stream ends */
 	sched_usage usage;
 	adm_req m;               /* metrics of this stream (user/admin) */
+	/* Early pick: the scan over a body that comes in several messages, and
+	 * once the headers were answered before its end, the pass-through. */
+	bool early_scanning;
+	bool early_sent;
+	early_scan es;
+	size_t early_total;      /* body bytes received */
+	size_t early_fwd;        /* body bytes forwarded (the model rewritten) */
+	unsigned early_models;   /* "model" members when picked */
+	int64_t early_ns;        /* decision latency, recorded at the body's end */
+	sched_trace *early_tr;
 };
+
+bool xp_early_pick = true;
 
 static void *pb_alloc(void *ctx, size_t n) { return arena_alloc(ctx, n); }
 static void pb_free(void *ctx, void *p) { (void)ctx, (void)p; }
@@ -555,6 +569,64 @@ static sched_str hval(const hdrs *h, const char *name)
 	return r;
 }
 
+static sched_str req_path(const ep_stream *s)
+{
+	sched_str p = hval(&s->req_h, ":path");
+	if (!p.p)
+		p = hval(&s->req_h, "x-original-path");
+	if (!p.p)
+		p = hval(&s->req_h, "x-forwarded-path");
+	return p;
+}
+
+/* The scheduler's view of the request but its body. */
+static void fill_request(ep_stream *s, sched_request *rq, const char *body, size_t body_len)
+{
+	xp_ep *ep = s->ep;
+	sched_request r = {0};
+	*rq = r;
+	rq->path = req_path(s);
+	rq->objective = hval(&s->req_h, "x-gateway-inference-objective");
+	rq->model_rewrite = hval(&s->req_h, "x-gateway-model-name-rewrite");
+	rq->fairness_id = hval(&s->req_h, "x-gateway-inference-fairness-id");
+	if (!rq->fairness_id.p) {
+		rq->fairness_id.p = "default-flow";
+		rq->fairness_id.len = strlen("default-flow");
+	}
+	rq->request_id = hval(&s->req_h, "x-request-id");
+	rq->body = body ? body : "";
+	rq->body_len = body_len;
+	if (!ep->o.disable_subset && s->has_subset) {
+		rq->has_subset = true;
+		rq->subset = s->subset;
+		rq->n_subset = s->n_subset;
+		rq->subset_is_string = s->subset_is_string;
+	}
+	rq->header = header_cb;
+	rq->header_ctx = &s->req_h;
+}
+
+/* FULL_DUPLEX_STREAMED (spec §2.7 step 4): the request-headers response with
+ * the destination, |clen| (NULL: none), every header but the system-owned
+ * ones, and the envoy.lb metadata. */
+static void send_dest_headers(ep_stream *s, const char *clen)
+{
+	arena *a = &s->ep->scratch;
+	setlist sl = {0};
+	set_add(a, &sl, H_DEST, s->res.targets, strlen(s->res.targets));
+	if (clen)
+		set_add(a, &sl, "Content-Length", clen, strlen(clen));
+	for (size_t i = 0; i < s->req_h.n; i++) {
+		const hdr *h = &s->req_h.v[i];
+		if (!system_owned(h->key, h->klen))
+			set_add(a, &sl, h->key, h->val, h->vlen);
+	}
+	CommonResponse *cr = new_common(a);
+	cr->clear_route_cache = 1;
+	cr->header_mutation = mutation(a, &sl);
+	send_headers_resp(s, true, cr, dest_metadata(a, s->res.targets));
+}
+
 /* Decides on |body| (the buffered body, or the single body message itself)
  * and answers. */
 static void decide_and_answer(ep_stream *s, const char *body, size_t body_len,
@@ -562,30 +634,8 @@ static void decide_and_answer(ep_stream *s, const char *body, size_t body_len,
 {
 	xp_ep *ep = s->ep;
 	const store_snapshot *snap = store_acquire(ep->store);
-	sched_request rq = {0};
-	rq.path = hval(&s->req_h, ":path");
-	if (!rq.path.p)
-		rq.path = hval(&s->req_h, "x-original-path");
-	if (!rq.path.p)
-		rq.path = hval(&s->req_h, "x-forwarded-path");
-	rq.objective = hval(&s->req_h, "x-gateway-inference-objective");
-	rq.model_rewrite = hval(&s->req_h, "x-gateway-model-name-rewrite");
-	rq.fairness_id = hval(&s->req_h, "x-gateway-inference-fairness-id");
-	if (!rq.fairness_id.p) {
-		rq.fairness_id.p = "default-flow";
-		rq.fairness_id.len = strlen("default-flow");
-	}
-	rq.request_id = hval(&s->req_h, "x-request-id");
-	rq.body = body ? body : "";
-	rq.body_len = body_len;
-	if (!ep->o.disable_subset && s->has_subset) {
-		rq.has_subset = true;
-		rq.subset = s->subset;
-		rq.n_subset = s->n_subset;
-		rq.subset_is_string = s->subset_is_string;
-	}
-	rq.header = header_cb;
-	rq.header_ctx = &s->req_h;
+	sched_request rq;
+	fill_request(s, &rq, body, body_len);
 	/* Plugin timings for the metrics; the score table only for the debug
 	 * line (it costs arena memory per request). */
 	bool debug = log_enabled(LOG_DEBUG);
@@ -618,15 +668,15 @@ static void decide_and_answer(ep_stream *s, const char *body, size_t body_len,
 	arena *a = &ep->scratch;
 	char clen[24];
 	snprintf(clen, sizeof(clen), "%zu", s->res.body_len);
-	setlist sl = {0};
-	set_add(a, &sl, H_DEST, s->res.targets, strlen(s->res.targets));
-	if (s->res.body_len > 0)
-		set_add(a, &sl, "Content-Length", clen, strlen(clen));
-	PbStruct *md = dest_metadata(a, s->res.targets);
 
 	if (s->buffered) {
 		/* BUFFERED (spec §2.11): headers were answered already; the body
 		 * response carries the destination, Content-Length and the body. */
+		setlist sl = {0};
+		set_add(a, &sl, H_DEST, s->res.targets, strlen(s->res.targets));
+		if (s->res.body_len > 0)
+			set_add(a, &sl, "Content-Length", clen, strlen(clen));
+		PbStruct *md = dest_metadata(a, s->res.targets);
 		CommonResponse *cr = new_common(a);
 		cr->header_mutation = mutation(a, &sl);
 		BodyMutation *bm =
@@ -649,15 +699,7 @@ static void decide_and_answer(ep_stream *s, const char *body, size_t body_len,
 
 	/* FULL_DUPLEX_STREAMED (spec §2.7 step 4): the headers response with the
 	 * destination, then the body in chunks. */
-	for (size_t i = 0; i < s->req_h.n; i++) {
-		const hdr *h = &s->req_h.v[i];
-		if (!system_owned(h->key, h->klen))
-			set_add(a, &sl, h->key, h->val, h->vlen);
-	}
-	CommonResponse *cr = new_common(a);
-	cr->clear_route_cache = 1;
-	cr->header_mutation = mutation(a, &sl);
-	send_headers_resp(s, true, cr, md);
+	send_dest_headers(s, s->res.body_len > 0 ? clen : NULL);
 	/* No arena_reset here: the body may live in the scratch arena (the
 	 * decoded message it came in). */
 	send_body_chunks(s, true, s->res.body, s->res.body_len, !trailers_follow, NULL);
@@ -763,10 +805,194 @@ static void body_presize(ep_stream *s)
 	}
 }
 
+
+/* ---- early pick -------------------------------------------------------- */
+
+/* With FULL_DUPLEX_STREAMED and a body in several messages, the request
+ * headers are answered as soon as the scan (sched/early.h) knows what the
+ * scheduler reads: the model, and the prompt up to the prefix-cache
+ * scorer's budget. The body received so far follows with the model
+ * rewritten; every later message passes straight through. Nothing of the
+ * body is kept after that but the scan's state.
+ *
+ * Errors after the early answer: the scan goes on over every message, and
+ * when the body turns out invalid (Go's syntax error as it happens, the
+ * openai-parser's validation and "model not found" at the end, exactly the
+ * full path's texts) the stream ends with that 400 ImmediateResponse
+ * instead of the rest of the body. Envoy handles an ImmediateResponse at any
+ * point of the stream the same way: Filter::onReceiveMessage
+ * (source/extensions/filters/http/ext_proc/ext_proc.cc, kImmediateResponse)
+ * closes the ext_proc stream and calls sendLocalReply, which resets the
+ * upstream request still being sent, so the model server never gets the
+ * whole invalid body. A second top-level "model" member after the pick is
+ * refused the same way (the pick and the rewrite were for the first). */
+
+static void early_fail(ep_stream *s, const char *text)
+{
+	s->res.err = SCHED_BAD_REQUEST;
+	snprintf(s->res.error, sizeof(s->res.error), "%s", text);
+	sched_request rq = {.trace = s->early_tr};
+	adm_request_decided(s->ep->o.obs, &s->m, s->snap, &rq, &s->res, s->early_ns);
+	s->req_body_eos = true;
+	send_immediate(s, SCHED_BAD_REQUEST, s->res.error);
+}
+
+/* Content-length of the request, when it had a valid one. */
+static bool request_clen(const ep_stream *s, size_t *out)
+{
+	sched_str cl = hval(&s->req_h, "content-length");
+	size_t v = 0;
+	if (!cl.p || !cl.len || cl.len > 19)
+		return false;
+	for (size_t i = 0; i < cl.len; i++) {
+		if (cl.p[i] < '0' || cl.p[i] > '9')
+			return false;
+		v = v * 10 + (size_t)(cl.p[i] - '0');
+	}
+	*out = v;
+	return true;
+}
+
+/* Tries to decide on what s->body holds so far. */
+static void early_try(ep_stream *s)
+{
+	xp_ep *ep = s->ep;
+	if (s->es.failed || !s->es.model.done)
+		return;
+	const store_snapshot *snap = store_acquire(ep->store);
+	size_t need;
+	body_req facts;
+	if (sched_early_need(snap->sched, snap, s->es.api, &need) < 0 ||
+	    !early_facts(&s->es, s->body.p, need, &ep->scratch, &facts)) {
+		store_release(snap);
+		return;
+	}
+	size_t clen = 0;
+	bool have_clen = request_clen(s, &clen);
+	sched_request rq;
+	fill_request(s, &rq, s->body.p, have_clen ? clen : s->body.len);
+	bool debug = log_enabled(LOG_DEBUG);
+	if (ep->o.obs || debug) {
+		s->early_tr = must(arena_alloc(&s->mem, sizeof(*s->early_tr)));
+		s->early_tr->want_table = debug;
+		rq.trace = s->early_tr;
+	}
+	s->snap = snap;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	sched_decide_early(snap->sched, snap, &rq, &facts, &s->mem, &s->res);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	s->scheduled = true;
+	s->early_ns = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec);
+	if (debug)
+		adm_log_decision(&rq, &s->res);
+	if (s->res.err != SCHED_OK) {
+		/* As the full path would: errors that do not depend on the rest of
+		 * the body (no candidates, shedding, scheduling). */
+		adm_request_decided(ep->o.obs, &s->m, snap, &rq, &s->res, s->early_ns);
+		s->req_body_eos = true;
+		send_immediate_quiet(s, s->res.err, s->res.error);
+		return;
+	}
+	s->decided = true;
+	s->req_decided = true;
+	s->early_sent = true;
+	s->early_models = s->es.n_model;
+
+	const char *out = s->body.p;
+	size_t outlen = s->body.len;
+	if (s->res.target_model.len != s->res.incoming_model.len ||
+	    memcmp(s->res.target_model.p, s->res.incoming_model.p, s->res.target_model.len) != 0) {
+		if (body_rewrite_model(s->body.p, s->body.len, &facts.model, s->res.target_model.p,
+				       s->res.target_model.len, &ep->scratch, &out, &outlen) < 0) {
+			early_fail(s, "inference error: Internal - Error marshalling request body");
+			return;
+		}
+	}
+	s->early_total = s->body.len;
+	s->early_fwd = outlen;
+	/* The announced length, changed by what the rewrite changed; without
+	 * one Envoy streams the body chunked, and none is invented. */
+	char cl[24];
+	bool send_cl = have_clen && clen + outlen >= s->body.len;
+	if (send_cl)
+		snprintf(cl, sizeof(cl), "%zu", clen + outlen - s->body.len);
+	send_dest_headers(s, send_cl ? cl : NULL);
+	send_body_chunks(s, true, out, outlen, false, NULL);
+	buf_done(&s->body);
+}
+
+/* The body of an early-answered request ended (its last message, or the
+ * trailers): the final checks, then the deferred request metrics. Returns
+ * false when the stream ended with an error. */
+static bool early_end(ep_stream *s)
+{
+	char msg[448], text[512];
+	bool checked, model_ok;
+	s->req_body_eos = true;
+	if (early_finish(&s->es, &checked, &model_ok, msg, sizeof(msg)) < 0) {
+		snprintf(text, sizeof(text), "inference error: BadRequest - %s", msg);
+		early_fail(s, text);
+		return false;
+	}
+	if (!model_ok) {
+		early_fail(s, "inference error: BadRequest - model not found in request body");
+		return false;
+	}
+	if (s->es.n_model != s->early_models) {
+		early_fail(s, "inference error: BadRequest - model appears again in the request "
+			      "body after the endpoint was picked (--early-pick)");
+		return false;
+	}
+	if (!checked)
+		ulog(LOG_VERBOSE, "early pick: body structure over the skeleton bound, only its "
+				  "syntax was checked", NULL);
+	s->res.stream = s->es.stream;
+	sched_early_body_done(s->snap->sched, &s->res, s->early_fwd);
+	sched_request rq = {.trace = s->early_tr};
+	adm_request_decided(s->ep->o.obs, &s->m, s->snap, &rq, &s->res, s->early_ns);
+	return true;
+}
+
+/* A body message after the early answer: scanned, then passed through. */
+static void early_pass(ep_stream *s, const HttpBody *b)
+{
+	const char *p = b && b->body.len ? (const char *)b->body.data : "";
+	size_t len = b ? b->body.len : 0;
+	bool eos = b && b->end_of_stream;
+	if (len > s->ep->o.max_body_bytes - s->early_total) {
+		char msg[160];
+		snprintf(msg, sizeof(msg),
+			 "inference error: BadRequest - request body exceeds %zu bytes",
+			 s->ep->o.max_body_bytes);
+		early_fail(s, msg);
+		return;
+	}
+	s->early_total += len;
+	s->early_fwd += len;
+	if (len && early_feed(&s->es, p, len) < 0) {
+		char goerr[128], text[256];
+		early_error(&s->es, goerr, sizeof(goerr));
+		snprintf(text, sizeof(text),
+			 "inference error: BadRequest - error unmarshaling request bodyMap: %s",
+			 goerr);
+		early_fail(s, text);
+		return;
+	}
+	if (eos && !early_end(s))
+		return;
+	if (len || eos)
+		send_body_chunks(s, true, p, len, eos, NULL);
+}
+
 static void on_request_body(ep_stream *s, const HttpBody *b)
 {
 	if (!s->req_headers_done || s->req_body_eos)
 		return; /* duplicate end-of-stream chunks are ignored (envoy#46237) */
+	if (s->early_sent) {
+		early_pass(s, b);
+		return;
+	}
 	bool last = (b && b->end_of_stream) || s->buffered;
 	if (last && !s->body.len) {
 		/* The whole body in one message (the common case up to Envoy's
@@ -780,8 +1006,15 @@ static void on_request_body(ep_stream *s, const HttpBody *b)
 		decide_and_answer(s, len ? (const char *)b->body.data : "", len, false);
 		return;
 	}
-	if (b && b->body.len && !s->body.len)
+	if (b && b->body.len && !s->body.len) {
 		body_presize(s);
+		s->early_scanning = xp_early_pick && !s->buffered;
+		if (s->early_scanning) {
+			sched_str path = req_path(s);
+			early_init(&s->es, sched_api_from_path(path.p, path.len));
+		}
+	}
+	size_t old = s->body.len;
 	if (b && b->body.len &&
 	    buf_append(&s->body, b->body.data, b->body.len, s->ep->o.max_body_bytes) < 0) {
 		body_too_big(s);
@@ -792,12 +1025,19 @@ static void on_request_body(ep_stream *s, const HttpBody *b)
 		s->req_body_eos = true;
 		decide_and_answer(s, s->body.p, s->body.len, false);
 		buf_done(&s->body);
+		return;
 	}
+	/* A scan that fails stops: the full path answers the error at the end. */
+	if (s->early_scanning && s->body.len > old &&
+	    early_feed(&s->es, s->body.p + old, s->body.len - old) == 0)
+		early_try(s);
 }
 
 static void on_request_trailers(ep_stream *s)
 {
 	if (!s->req_headers_done)
+		return;
+	if (s->early_sent && !s->req_body_eos && !early_end(s))
 		return;
 	if (!s->req_decided) {
 		/* With trailers the last body chunk has no end_of_stream: the body is
@@ -998,10 +1238,14 @@ static void *ep_open(xp_stream *st, void *method_ctx)
 		ep->n_free--;
 		arena mem = s->mem;
 		buf body = s->body, resp_body = s->resp_body;
+		char *skel = s->es.skel;
+		size_t scap = s->es.scap;
 		memset(s, 0, sizeof(*s));
 		s->mem = mem;
 		s->body = body;
 		s->resp_body = resp_body;
+		s->es.skel = skel;
+		s->es.scap = scap;
 		arena_reset(&s->mem);
 	} else {
 		s = calloc(1, sizeof(*s));
@@ -1021,6 +1265,7 @@ static void ep_destroy(ep_stream *s)
 {
 	buf_free(&s->body);
 	buf_free(&s->resp_body);
+	early_free(&s->es);
 	arena_free(&s->mem);
 	free(s);
 }
@@ -1031,7 +1276,24 @@ static void ep_message(xp_stream *st, void *ctx, const uint8_t *msg, size_t len)
 	xp_ep *ep = s->ep;
 	if (s->failed)
 		return;
-	PReq *rq = envoy__service__ext_proc__v3__processing_request__unpack(&ep->pb_alloc, len, msg);
+	/* A body message is decoded by hand, its body left in the gRPC message
+	 * (protobuf-c would copy it); anything else goes through protobuf-c. */
+	xp_pb_body pb;
+	HttpBody hb = ENVOY__SERVICE__EXT_PROC__V3__HTTP_BODY__INIT;
+	PReq body_rq = ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_REQUEST__INIT, *rq = &body_rq;
+	if (xp_pb_body_decode(msg, len, &pb)) {
+		hb.body.data = (uint8_t *)pb.body;
+		hb.body.len = pb.len;
+		hb.end_of_stream = pb.end_of_stream;
+		hb.end_of_stream_without_message = pb.end_of_stream_without_message;
+		hb.grpc_message_compressed = pb.grpc_message_compressed;
+		/* The oneof's case values are the field numbers (4, 5). */
+		body_rq.request_case = pb.field;
+		*(pb.field == 4 ? &body_rq.request_body : &body_rq.response_body) = &hb;
+	} else {
+		rq = envoy__service__ext_proc__v3__processing_request__unpack(&ep->pb_alloc, len,
+									      msg);
+	}
 	if (!rq) {
 		ulog(LOG_VERBOSE, "malformed ProcessingRequest: stream failed", NULL);
 		s->failed = true;
@@ -1095,6 +1357,8 @@ static void ep_close(xp_stream *st, void *ctx, bool cancelled)
 	}
 	buf_done(&s->body);
 	buf_done(&s->resp_body);
+	if (s->es.scap > BUF_KEEP_BYTES / 4)
+		early_free(&s->es);
 	s->next_free = ep->free_streams;
 	ep->free_streams = s;
 	ep->n_free++;

@@ -30,6 +30,11 @@ typedef struct xp_ep_opts {
 
 typedef struct xp_ep xp_ep;
 
+/* --early-pick (default true): with FULL_DUPLEX_STREAMED, answer the request
+ * headers once the body's first messages hold what the scheduler reads (see
+ * extproc.c). Set once before the workers start. */
+extern bool xp_early_pick;
+
 xp_ep *xp_ep_new(store *st, const xp_ep_opts *o);
 void xp_ep_free(xp_ep *ep);
 /* The Process method bound to |ep|, for xp_server_opts.methods. */

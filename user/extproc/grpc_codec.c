@@ -153,6 +153,149 @@ void xp_grpc_prefix(uint8_t out[XP_GRPC_PREFIX], uint32_t len)
 	out[4] = (uint8_t)len;
 }
 
+/* ---- ProcessingRequest's body case, by hand ------------------------------- */
+
+enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
+
+/* A varint of at most |max| bytes (protobuf-c reads 10 for values, 5 for
+ * tags and lengths); false when truncated or longer. |nonzero| is what
+ * protobuf-c reads as a bool: any payload bit set, even past 64. */
+static bool pb_varint(const uint8_t **p, const uint8_t *end, unsigned max, uint64_t *v,
+		      bool *nonzero)
+{
+	uint64_t x = 0;
+	bool nz = false;
+	for (unsigned i = 0; i < max && *p < end; i++) {
+		uint8_t b = *(*p)++;
+		nz |= (b & 0x7f) != 0;
+		x |= (uint64_t)(b & 0x7f) << (7 * i);
+		if (!(b & 0x80)) {
+			*v = x;
+			if (nonzero)
+				*nonzero = nz;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Tag of the next field: number and wire type; false on a malformed tag
+ * (field 0, over 32 bits, truncated). */
+static bool pb_tag(const uint8_t **p, const uint8_t *end, uint32_t *field, unsigned *wt)
+{
+	uint64_t t;
+	if (!pb_varint(p, end, 5, &t, NULL) || t >> 32 || (t >> 3) == 0)
+		return false;
+	*field = (uint32_t)(t >> 3);
+	*wt = (unsigned)(t & 7);
+	return true;
+}
+
+/* The payload of a length-delimited field (a length over 32 bits, which
+ * protobuf-c would truncate, is left to it). */
+static bool pb_len(const uint8_t **p, const uint8_t *end, const uint8_t **data, size_t *n)
+{
+	uint64_t l;
+	if (!pb_varint(p, end, 5, &l, NULL) || l >> 32 || l > (uint64_t)(end - *p))
+		return false;
+	*data = *p;
+	*n = (size_t)l;
+	*p += l;
+	return true;
+}
+
+/* Skips a field of wire type |wt|; groups (3, 4) and the invalid types are
+ * left to protobuf-c. */
+static bool pb_skip(const uint8_t **p, const uint8_t *end, unsigned wt)
+{
+	uint64_t v;
+	const uint8_t *d;
+	size_t n;
+	switch (wt) {
+	case WT_VARINT:
+		return pb_varint(p, end, 10, &v, NULL);
+	case WT_I64:
+		if (end - *p < 8)
+			return false;
+		*p += 8;
+		return true;
+	case WT_LEN:
+		return pb_len(p, end, &d, &n);
+	case WT_I32:
+		if (end - *p < 4)
+			return false;
+		*p += 4;
+		return true;
+	default:
+		return false;
+	}
+}
+
+static bool http_body(const uint8_t *p, const uint8_t *end, xp_pb_body *out)
+{
+	unsigned seen = 0;
+	while (p < end) {
+		uint32_t f;
+		unsigned wt;
+		if (!pb_tag(&p, end, &f, &wt))
+			return false;
+		if (f < 1 || f > 4) {
+			if (!pb_skip(&p, end, wt))
+				return false;
+			continue;
+		}
+		/* A repeated known field: protobuf-c's merge rules decide. */
+		if (seen & (1u << f))
+			return false;
+		seen |= 1u << f;
+		if (f == 1) {
+			if (wt != WT_LEN || !pb_len(&p, end, &out->body, &out->len))
+				return false;
+			continue;
+		}
+		uint64_t v;
+		bool nz;
+		if (wt != WT_VARINT || !pb_varint(&p, end, 10, &v, &nz))
+			return false;
+		if (f == 2)
+			out->end_of_stream = nz;
+		else if (f == 3)
+			out->end_of_stream_without_message = nz;
+		else
+			out->grpc_message_compressed = nz;
+	}
+	return true;
+}
+
+bool xp_pb_body_decode(const uint8_t *msg, size_t len, xp_pb_body *out)
+{
+	const uint8_t *p = msg, *end = msg + len;
+	const uint8_t *body = NULL;
+	size_t body_len = 0;
+	memset(out, 0, sizeof(*out));
+	out->body = (const uint8_t *)"";
+	while (p < end) {
+		uint32_t f;
+		unsigned wt;
+		if (!pb_tag(&p, end, &f, &wt))
+			return false;
+		/* Fields 2-11 are ProcessingRequest's (1 is reserved): only one
+		 * body case, once, is decoded here. */
+		if (f >= 2 && f <= 11) {
+			if ((f != 4 && f != 5) || out->field || wt != WT_LEN ||
+			    !pb_len(&p, end, &body, &body_len))
+				return false;
+			out->field = f;
+			continue;
+		}
+		if (!pb_skip(&p, end, wt))
+			return false;
+	}
+	if (!out->field)
+		return false;
+	return http_body(body, body + body_len, out);
+}
+
 size_t xp_grpc_percent_encode(char *out, size_t cap, const char *s)
 {
 	static const char hex[] = "0123456789ABCDEF";

@@ -54,6 +54,24 @@ static inline uint32_t xp_dec_bad_len(const xp_dec *d) { return d->bad_len; }
 /* Writes the prefix of an uncompressed message of |len| bytes. */
 void xp_grpc_prefix(uint8_t out[XP_GRPC_PREFIX], uint32_t len);
 
+/* The request_body / response_body case of an ext_proc ProcessingRequest
+ * (envoy.service.ext_proc.v3.HttpBody), decoded in place: |body| points
+ * into the message, not into a copy as protobuf-c's unpack makes. */
+typedef struct xp_pb_body {
+	uint32_t field; /* ProcessingRequest field: 4 request_body, 5 response_body */
+	const uint8_t *body;
+	size_t len;
+	bool end_of_stream, end_of_stream_without_message, grpc_message_compressed;
+} xp_pb_body;
+
+/* Decodes |msg| when it is a ProcessingRequest whose only known field is one
+ * request_body or response_body (unknown fields of every wire type are
+ * skipped, as protobuf-c skips them). Returns false for anything else
+ * (other fields, a field repeated, groups, any malformed or truncated
+ * input): the caller then unpacks with protobuf-c, which has the last word
+ * on what is valid. */
+bool xp_pb_body_decode(const uint8_t *msg, size_t len, xp_pb_body *out);
+
 /* Percent-encodes |s| for the grpc-message trailer: bytes outside 0x20-0x7e
  * and '%' become "%XX". Truncates at a whole escape to fit |cap| (which
  * includes the NUL); returns the length written. */

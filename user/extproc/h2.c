@@ -50,6 +50,10 @@
 #define STREAM_WINDOW (1 << 20)
 #define CONN_WINDOW (16 << 20)
 #define DEFAULT_MAX_STREAMS 100
+#define MEM_MIN 32
+#define MEM_CLASSES 10 /* 32 B .. 16 KiB */
+#define MEM_KEEP 256
+#define MEM_KEEP_BYTES (256 * 1024)
 /* Request header bounds: Envoy's ext_proc stream carries about a dozen. */
 #define MAX_HEADERS 64
 #define MAX_HEADER_BYTES (16 * 1024)
@@ -126,6 +130,12 @@ struct xp_server {
 	uint32_t n_conns;
 	xp_stream *free_streams; /* finished streams for reuse, linked by next */
 	uint32_t n_free_streams;
+	/* nghttp2's memory: blocks it freed, by size class, for its next
+	 * allocations (it allocates ~7 per request: stream, items, header
+	 * copies); every session of the server runs on its one thread. */
+	struct mem_block *mem_free[MEM_CLASSES];
+	uint32_t mem_n_free[MEM_CLASSES];
+	nghttp2_mem mem;
 	int64_t refused_log_s; /* last second a refused connection was logged */
 	atomic_size_t active;
 	bool draining;
@@ -133,6 +143,117 @@ struct xp_server {
 
 static void conn_free(xp_conn *c);
 static void conn_send(xp_conn *c);
+
+/* ---- nghttp2's allocator ------------------------------------------------- */
+
+/* Size classes 32 B .. 16 KiB (powers of two); larger blocks go straight to
+ * malloc. Each block carries its class in a header aligned like malloc's. */
+struct mem_hdr {
+	union {
+		struct {
+			uint32_t cls;
+			size_t size; /* the block's payload capacity */
+		};
+		max_align_t align;
+	};
+};
+
+struct mem_block {
+	struct mem_hdr h;
+	struct mem_block *next; /* while in a free list: the payload's first bytes */
+};
+
+/* Free blocks kept per class: up to 256, and up to 256 KiB of the larger
+ * classes, so a burst of streams leaves at most ~1.8 MiB behind. */
+static uint32_t mem_keep(uint32_t cls)
+{
+	size_t n = MEM_KEEP_BYTES / ((size_t)MEM_MIN << cls);
+	return n < MEM_KEEP ? (uint32_t)n : MEM_KEEP;
+}
+
+static size_t mem_class_size(uint32_t cls)
+{
+	return (size_t)MEM_MIN << cls;
+}
+
+static void *mem_malloc(size_t size, void *ud)
+{
+	xp_server *s = ud;
+	uint32_t cls = 0;
+	while (cls < MEM_CLASSES && mem_class_size(cls) < size)
+		cls++;
+	if (cls < MEM_CLASSES && s->mem_free[cls]) {
+		struct mem_block *b = s->mem_free[cls];
+		s->mem_free[cls] = b->next;
+		s->mem_n_free[cls]--;
+		return (char *)b + sizeof(struct mem_hdr);
+	}
+	size_t cap = cls < MEM_CLASSES ? mem_class_size(cls) : size;
+	if (cap > SIZE_MAX - sizeof(struct mem_hdr))
+		return NULL;
+	struct mem_hdr *h = malloc(sizeof(struct mem_hdr) + cap);
+	if (!h)
+		return NULL;
+	h->cls = cls;
+	h->size = cap;
+	return (char *)h + sizeof(*h);
+}
+
+static void mem_free(void *ptr, void *ud)
+{
+	xp_server *s = ud;
+	if (!ptr)
+		return;
+	struct mem_block *b = (struct mem_block *)((char *)ptr - sizeof(struct mem_hdr));
+	uint32_t cls = b->h.cls;
+	if (cls >= MEM_CLASSES || s->mem_n_free[cls] >= mem_keep(cls)) {
+		free(b);
+		return;
+	}
+	b->next = s->mem_free[cls];
+	s->mem_free[cls] = b;
+	s->mem_n_free[cls]++;
+}
+
+static void *mem_calloc(size_t n, size_t size, void *ud)
+{
+	if (size && n > SIZE_MAX / size)
+		return NULL;
+	void *p = mem_malloc(n * size, ud);
+	if (p)
+		memset(p, 0, n * size);
+	return p;
+}
+
+static void *mem_realloc(void *ptr, size_t size, void *ud)
+{
+	if (!ptr)
+		return mem_malloc(size, ud);
+	const struct mem_hdr *h = (const struct mem_hdr *)((char *)ptr - sizeof(struct mem_hdr));
+	if (size <= h->size)
+		return ptr;
+	void *np = mem_malloc(size, ud);
+	if (!np)
+		return NULL;
+	memcpy(np, ptr, h->size);
+	mem_free(ptr, ud);
+	return np;
+}
+
+static void mem_init(xp_server *s)
+{
+	s->mem = (nghttp2_mem){s, mem_malloc, mem_free, mem_calloc, mem_realloc};
+}
+
+static void mem_release(xp_server *s)
+{
+	for (uint32_t i = 0; i < MEM_CLASSES; i++)
+		while (s->mem_free[i]) {
+			struct mem_block *b = s->mem_free[i];
+			s->mem_free[i] = b->next;
+			free(b);
+		}
+}
 static uint8_t *stream_reserve(xp_stream *st, size_t len);
 static int stream_commit(xp_stream *st, size_t len);
 
@@ -795,7 +916,7 @@ static int conn_session(xp_conn *c)
 		return -ENOMEM;
 	}
 	nghttp2_option_set_no_auto_window_update(opt, 1);
-	rv = nghttp2_session_server_new2(&c->h2, cbs, c, opt);
+	rv = nghttp2_session_server_new3(&c->h2, cbs, c, opt, &c->s->mem);
 	nghttp2_option_del(opt);
 	nghttp2_session_callbacks_del(cbs);
 	if (rv != 0)
@@ -997,6 +1118,7 @@ xp_server *xp_server_new(struct event_base *base, const xp_server_opts *o, char 
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	mem_init(s);
 	s->base = base;
 	s->o = *o;
 	if (!s->o.max_message_bytes)
@@ -1050,5 +1172,6 @@ void xp_server_free(xp_server *s)
 		s->free_streams = st->next;
 		stream_destroy(st);
 	}
+	mem_release(s);
 	free(s);
 }

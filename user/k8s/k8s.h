@@ -31,6 +31,8 @@ struct event_base;
 #define K8S_GROUP_V1 "inference.networking.k8s.io"
 #define K8S_GROUP_X "inference.networking.x-k8s.io"
 #define K8S_ACTIVE_PORTS "inference.networking.k8s.io/active-ports"
+/* On the InferencePool: the kernel fast path's services, "VIP:PORT=MODEL,...". */
+#define K8S_FASTPATH "kepp.io/fastpath"
 
 /* ---- connection config (config.c) ---- */
 
@@ -188,6 +190,11 @@ typedef struct k8s_view {
 	const k8s_labels *labels;    /* the pod labels of each endpoint */
 	uint32_t n;
 	bool synced;                 /* the pool and its pods have been read */
+	/* The pool's kepp.io/fastpath annotation (NULL: none, or no pool), and
+	 * whether it differs from the previous delivery's. Both are only set
+	 * once the pool has been listed: before, "none" is not known yet. */
+	const char *fastpath;
+	bool fastpath_changed;
 } k8s_view;
 
 typedef struct k8s_source_opts {
@@ -200,6 +207,10 @@ typedef struct k8s_source_opts {
 } k8s_source_opts;
 
 typedef struct k8s_source k8s_source;
+
+/* The kepp.io/fastpath annotation of InferencePool |pool| (v1 or v1alpha2),
+ * or NULL when it has none or is being deleted. */
+const char *k8s_pool_fastpath(const cJSON *pool);
 
 /* Starts the watches. NULL with a reason in |err| on bad flags or no memory. */
 k8s_source *k8s_source_new(struct event_base *base, k8s_client *c, const k8s_source_opts *o,

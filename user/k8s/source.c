@@ -4,7 +4,9 @@
  * matchLabels, re-targeted when the selector changes). Any change schedules
  * one rebuild on the event loop: the catalog is decoded again by
  * store_objects_load (the same validation as --manifests) when a CRD object
- * changed, and the endpoints are recomputed from the cached pods. */
+ * changed, and the endpoints are recomputed from the cached pods. The pool's
+ * kepp.io/fastpath annotation goes with every delivery, flagged when it
+ * changed. */
 #include <errno.h>
 #include <event2/event.h>
 #include <stdio.h>
@@ -32,6 +34,8 @@ struct k8s_source {
 	uint32_t cap;
 	uint32_t last_n;
 	bool last_synced, delivered;
+	char *fastpath;      /* the annotation last delivered (NULL: none) */
+	bool fastpath_known; /* delivered once the pool was listed */
 };
 
 static void schedule(k8s_source *s) { event_active(s->rebuild_ev, 0, 0); }
@@ -79,6 +83,26 @@ static bool terminating(const cJSON *obj)
 }
 
 static size_t count(const k8s_informer *inf) { return inf ? k8s_informer_count(inf) : 0; }
+
+const char *k8s_pool_fastpath(const cJSON *pool)
+{
+	if (terminating(pool))
+		return NULL;
+	const cJSON *v = k8s_json_get(pool, "metadata", "annotations", K8S_FASTPATH, NULL);
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* The annotation of the watched pool in the cache. */
+static const char *pool_fastpath(const k8s_source *s)
+{
+	for (size_t i = 0; i < count(s->pool); i++) {
+		const cJSON *o = k8s_informer_at(s->pool, i);
+		const char *name = k8s_json_str(o, "metadata", "name", NULL);
+		if (name && !strcmp(name, s->o.pool_name))
+			return k8s_pool_fastpath(o);
+	}
+	return NULL;
+}
 
 /* Decodes the cached CRD objects into a new catalog; keeps the old one when
  * that fails. */
@@ -226,12 +250,31 @@ static void rebuild(evutil_socket_t fd, short what, void *arg)
 		ulog(synced != s->last_synced ? LOG_DEFAULT : LOG_VERBOSE, "pool endpoints",
 		     "ready", num, "synced", synced ? "true" : "false", NULL);
 	}
+	/* "No annotation" is only known once the pool has been listed. */
+	bool fp_listed = !s->standalone && s->pool && k8s_informer_synced(s->pool);
+	const char *fp = fp_listed ? pool_fastpath(s) : NULL;
+	bool fp_changed = fp_listed && (!s->fastpath_known || !same(fp, s->fastpath));
+	char *fp_copy = fp_changed && fp ? strdup(fp) : NULL;
+	if (fp && fp_changed && !fp_copy) {
+		ulog(LOG_ERROR, "out of memory reading the pool's annotation; retried at the "
+				"next update", "annotation", K8S_FASTPATH, NULL);
+		fp_changed = false;
+	}
+	if (fp_changed && s->catalog) {
+		free(s->fastpath);
+		s->fastpath = fp_copy;
+		s->fastpath_known = true;
+		fp_copy = NULL;
+	}
+	free(fp_copy);
 	k8s_view v = {
 		.catalog = s->catalog,
 		.eps = s->eps,
 		.labels = s->labels,
 		.n = n,
 		.synced = synced,
+		.fastpath = s->fastpath,
+		.fastpath_changed = fp_changed,
 	};
 	if (v.catalog)
 		s->o.on_update(s->o.ctx, &v);
@@ -367,6 +410,7 @@ void k8s_source_free(k8s_source *s)
 	if (s->catalog)
 		store_catalog_unref(s->catalog);
 	free(s->pod_selector);
+	free(s->fastpath);
 	free(s->eps);
 	free(s->labels);
 	arena_free(&s->mem[0]);

@@ -91,7 +91,8 @@ int kern_drain_open(kern *k, int64_t drain_ms, char *err, size_t errlen)
 	LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = k->root);
 	int r = 0;
 	k->drain = kepp_drain_bpf__open_opts(&oo);
-	if (!k->drain || (r = kepp_drain_bpf__load(k->drain)) < 0) {
+	if (!k->drain || (r = kern_pins_prepare(k, k->drain->obj)) < 0 ||
+	    (r = kepp_drain_bpf__load(k->drain)) < 0) {
 		snprintf(err, errlen, "load kepp_drain (bpf_sock_destroy needs Linux 6.5+): %s",
 			 strerror(k->drain ? -r : errno));
 		r = -EINVAL;

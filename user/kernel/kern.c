@@ -27,7 +27,7 @@
 
 #define BPF_FS_MAGIC_ 0xcafe4a11
 
-static const char *const link_names[KL_COUNT] = {
+const char *const kern_link_names[KL_COUNT] = {
 	[KL_CONNECT4] = "kepp_connect4", [KL_CONNECT6] = "kepp_connect6",
 	[KL_GETPEER4] = "kepp_getpeer4", [KL_GETPEER6] = "kepp_getpeer6",
 	[KL_SOCKOPS] = "kepp_sockops", [KL_SKLOOKUP] = "kepp_sk_lookup",
@@ -172,18 +172,19 @@ static void kern_tick(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* Removes services a previous kepp published that this one does not serve. */
-static void prune_services(kern *k)
+/* Removes from the map |fd| (keyed by service) the services a previous kepp
+ * published that this one does not serve. */
+static void prune_services(kern *k, int fd)
 {
 	struct kepp_svc_key key, next, keep[KERN_MAX_SERVICES];
 	for (size_t i = 0; i < k->n_svcs; i++)
 		kern_svc_key(&k->svcs[i], &keep[i]);
 	void *prev = NULL;
-	while (bpf_map_get_next_key(k->svc_fd, prev, &next) == 0) {
+	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
 		bool known = false;
 		for (size_t i = 0; i < k->n_svcs; i++)
 			known |= !memcmp(&keep[i], &next, sizeof(next));
-		if (!known && bpf_map_delete_elem(k->svc_fd, &next) == 0)
+		if (!known && bpf_map_delete_elem(fd, &next) == 0)
 			continue; /* deleted: restart from the same predecessor */
 		key = next;
 		prev = &key;
@@ -224,19 +225,24 @@ kern *kern_open(const kern_opts *o, char *err, size_t errlen)
 		goto fail;
 	}
 
+	/* Pinned maps of another layout are re-created before libbpf, which
+	 * would refuse them, reuses the rest. */
 	LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = k->root);
 	k->sock = kepp_sock_bpf__open_opts(&oo);
-	if (!k->sock || (r = kepp_sock_bpf__load(k->sock)) < 0) {
+	if (!k->sock || (r = kern_pins_prepare(k, k->sock->obj)) < 0 ||
+	    (r = kepp_sock_bpf__load(k->sock)) < 0) {
 		snprintf(err, errlen, "load kepp_sock: %s", strerror(k->sock ? -r : errno));
 		goto fail;
 	}
 	k->sockops = kepp_sockops_bpf__open_opts(&oo);
-	if (!k->sockops || (r = kepp_sockops_bpf__load(k->sockops)) < 0) {
+	if (!k->sockops || (r = kern_pins_prepare(k, k->sockops->obj)) < 0 ||
+	    (r = kepp_sockops_bpf__load(k->sockops)) < 0) {
 		snprintf(err, errlen, "load kepp_sockops: %s", strerror(k->sockops ? -r : errno));
 		goto fail;
 	}
 	k->sklookup = kepp_sklookup_bpf__open_opts(&oo);
-	if (!k->sklookup || (r = kepp_sklookup_bpf__load(k->sklookup)) < 0) {
+	if (!k->sklookup || (r = kern_pins_prepare(k, k->sklookup->obj)) < 0 ||
+	    (r = kepp_sklookup_bpf__load(k->sklookup)) < 0) {
 		snprintf(err, errlen, "load kepp_sklookup: %s", strerror(k->sklookup ? -r : errno));
 		goto fail;
 	}
@@ -271,7 +277,7 @@ kern *kern_open(const kern_opts *o, char *err, size_t errlen)
 	};
 	for (int i = 0; i < KL_COUNT; i++) {
 		char path[PATH_MAX + 64];
-		snprintf(path, sizeof(path), "%s/%s", links, link_names[i]);
+		snprintf(path, sizeof(path), "%s/%s", links, kern_link_names[i]);
 		/* A cgroup2 folder's inode number is its cgroup id; a network
 		 * namespace is known by its inode too. */
 		if (i == KL_SKLOOKUP)
@@ -283,7 +289,11 @@ kern *kern_open(const kern_opts *o, char *err, size_t errlen)
 		if (!k->links[i])
 			goto fail;
 	}
+	/* Every program now runs this build's code: what another version left
+	 * and this one does not use goes. */
+	kern_pins_prune(k);
 	k->svc_fd = bpf_map__fd(k->sock->maps.kepp_svc_v1);
+	k->model_fd = bpf_map__fd(k->sock->maps.kepp_model_v1);
 	k->be_fd = bpf_map__fd(k->sock->maps.kepp_be_v1);
 	k->verdict_fd = bpf_map__fd(k->sock->maps.kepp_verdict_v1);
 	k->fallback_fd = bpf_map__fd(k->sklookup->maps.kepp_fb_v1);
@@ -296,7 +306,8 @@ kern *kern_open(const kern_opts *o, char *err, size_t errlen)
 			     "error", derr, NULL);
 	}
 	k->vip_fd = bpf_map__fd(k->sock->maps.kepp_vip_v1);
-	prune_services(k);
+	if (!o->keep_unknown_services)
+		prune_services(k, k->svc_fd);
 
 	/* libxdp pins its dispatcher in the same bpffs as kepp's maps. */
 	setenv("LIBXDP_BPFFS", bpffs, 0);

@@ -18,6 +18,27 @@ enum kern_link {
 	KL_COUNT,
 };
 
+/* The pin name of each link under <bpffs>/kepp/links/ (kern.c). */
+extern const char *const kern_link_names[KL_COUNT];
+
+/* A map's definition, as this build declares it or as a pinned map has it. */
+struct btf;
+struct bpf_object;
+typedef struct kern_map_def {
+	uint32_t type, key_size, value_size, max_entries, flags;
+	const struct btf *btf; /* NULL: compare sizes only */
+	uint32_t key_type, value_type;
+} kern_map_def;
+
+/* Whether a pinned map |have| cannot serve as |want| (user/kernel/pins.c):
+ * another type, key or value size, max_entries, flags, or a key or value
+ * whose fields (names, offsets, types) differ. |why| says which. */
+bool kern_map_mismatch(const kern_map_def *want, const kern_map_def *have, char *why,
+		       size_t cap);
+/* Whether type |aid| of |a| and |bid| of |b| have the same memory layout. */
+bool kern_btf_same_layout(const struct btf *a, uint32_t aid, const struct btf *b, uint32_t bid,
+			  int depth);
+
 /* The live in-flight count of a backend when its metrics were last scraped:
  * connect corrects a weight only for connections opened since then (the
  * scrape already shows the older ones as load). */
@@ -62,6 +83,8 @@ struct kern {
 	int svc_fd, be_fd, verdict_fd, fallback_fd;
 	kern_service svcs[KERN_MAX_SERVICES];
 	size_t n_svcs;
+	int model_fd;      /* kepp_model_v1 */
+	uint64_t meta_sig; /* of the service set kepp_model_v1 was last pruned for */
 	int64_t max_age_ns;
 	uint32_t affinity_pct;
 	const sched *sched;
@@ -89,6 +112,13 @@ struct kern {
 };
 
 int64_t kern_now_ns(void);
+/* Re-creates pinned maps whose layout differs from |obj|'s (pins.c); call
+ * before loading |obj|. Returns 0 or -errno. */
+int kern_pins_prepare(kern *k, struct bpf_object *obj);
+/* Removes pins of maps and links this build does not know (pins.c). */
+void kern_pins_prune(kern *k);
+/* Detaches kepp_xdp from every --xdp-iface (xdp.c). Returns 0 or -errno. */
+int kern_xdp_detach(kern *k);
 /* Attaches (or adopts) kepp_xdp on |iface| (user/kernel/xdp.c). */
 int kern_xdp_attach(kern *k, const char *iface, char *err, size_t errlen);
 /* The 16-byte form of an endpoint's address; *v6 when it is real IPv6. */

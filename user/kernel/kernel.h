@@ -1,6 +1,6 @@
 /* kernel: kepp's eBPF fast path. Loads the programs of bpf/, pins their maps
- * and links under <bpffs>/kepp/ (a restarted kepp adopts them: the datapath
- * never stops), attaches connect/getpeername/sockops to a cgroup, and
+ * and links under <bpffs>/kepp/ (with --kernel-keep a restarted kepp, also of
+ * another version, adopts them: the datapath never stops), attaches connect/getpeername/sockops to a cgroup, and
  * publishes, for every fast-path service (a VIP:port classified to a model),
  * a table of weighted backends computed from kepp's scores.
  *
@@ -10,7 +10,8 @@
  * period by a TCP iterator (user/kernel/drain.c).
  *
  * Threads: everything here runs on the control thread (kern_open,
- * kern_publish, kern_stats, kern_close); nothing is shared with workers.
+ * kern_publish, kern_stats, kern_detach, kern_close); nothing is shared with
+ * workers.
  */
 #ifndef KEPP_KERNEL_H
 #define KEPP_KERNEL_H
@@ -25,7 +26,8 @@
 #define KERN_MAX_XDP 16
 #define KERN_MODEL_MAX 256
 
-/* One --fastpath VIP:PORT=MODEL. */
+/* One fast-path service: a --fastpath VIP:PORT=MODEL or an entry of the pool's
+ * kepp.io/fastpath annotation. */
 typedef struct kern_service {
 	char vip[STORE_ADDR_MAX]; /* as given: "10.0.0.9:8000", "[fd00::9]:8000" */
 	uint8_t addr[16];         /* network order; IPv4 as ::ffff:a.b.c.d */
@@ -37,6 +39,28 @@ typedef struct kern_service {
 /* Parses "VIP:PORT=MODEL" ("[v6]:PORT=MODEL"). Returns 0 or -EINVAL with the
  * reason in |err|. */
 int kern_service_parse(const char *spec, kern_service *out, char *err, size_t errlen);
+
+/* Parses a list of services in the grammar of the kepp.io/fastpath
+ * annotation: VIP:PORT=MODEL entries separated by commas, blanks around an
+ * entry ignored; at most |cap| entries and no VIP:PORT twice. An empty or
+ * blank list has no entry. Returns the number of entries, or -EINVAL with
+ * the reason in |err|. */
+int kern_services_parse(const char *list, kern_service *out, size_t cap, char *err,
+			size_t errlen);
+
+/* The services of the --fastpath flags |flags| and of a list |more| (the
+ * annotation's): the flags, then every entry of |more| whose VIP:PORT no flag
+ * has (the flag wins). The VIP:PORTs of the entries left out for a flag of
+ * another model go into |shadowed| as "a, b" ("" when none). Returns the
+ * number of services written
+ * to |out| (room for |cap|), or -E2BIG when they do not fit. */
+int kern_services_merge(const kern_service *flags, size_t n_flags, const kern_service *more,
+			size_t n_more, kern_service *out, size_t cap, char *shadowed, size_t shlen);
+
+/* The id of a service in the maps (kepp_svc.id, the client-affinity key): a
+ * hash of its VIP:PORT, so it stays whatever services come and go, and
+ * across restarts. */
+uint32_t kern_service_id(const kern_service *s);
 
 /* Formats a 16-byte address (v4-mapped shown as IPv4) and host-order port
  * as Envoy would ("ip:port", "[ip]:port"). */
@@ -54,6 +78,11 @@ typedef struct kern_opts {
 			     * (default: the cgroup2 root from /proc/mounts) */
 	const kern_service *services;
 	size_t n_services;
+	/* Leave services an earlier kepp published and |services| lacks in the
+	 * maps until the first kern_set_services (their tables go stale, and
+	 * connect hands their connections to the fallback path): a pool's
+	 * annotation is read after start, and a restart must not drop them. */
+	bool keep_unknown_services;
 	int64_t max_age_ms;    /* a table older than this is stale: connect declines */
 	uint32_t affinity_pct; /* keep a client on its pod within this % of the best; 0: off */
 	/* Steered connections to a backend gone from the snapshot this long are
@@ -78,6 +107,15 @@ kern *kern_open(const kern_opts *o, char *err, size_t errlen);
 /* Publishes every service's table from |snap|. Returns 0 or a negative errno
  * (logged). */
 int kern_publish(kern *k, const store_snapshot *snap);
+
+/* Makes |svcs| the fast-path services while kepp runs. A VIP:PORT no longer
+ * in the set (or left by an earlier kepp) leaves the maps at once: connect
+ * and sk_lookup no longer see it, connections already steered are untouched.
+ * A new VIP:PORT, or a new model for one, gets its table at the next
+ * kern_publish (the caller publishes); the others keep theirs. Logs each
+ * change. Returns 0, or -E2BIG (over KERN_MAX_SERVICES) or -EINVAL (a
+ * VIP:PORT twice) with nothing changed. */
+int kern_set_services(kern *k, const kern_service *svcs, size_t n);
 
 /* Makes |fd4| and |fd6| (listening TCP sockets of each family; -1: none)
  * the fallback listeners: sk_lookup hands them every connection that
@@ -118,7 +156,14 @@ typedef struct kern_counters {
 /* Reads the kernel's counters (sums per-CPU values). Returns 0 or -errno. */
 int kern_stats(kern *k, kern_counters *out);
 
-/* Closes kepp's handles. The pinned maps and links stay: the datapath keeps
- * working and the next kepp adopts it. */
+/* Takes the fast path down, for a clean exit without --kernel-keep: detaches
+ * every program this kepp attached or adopted (cgroup and netns links, XDP,
+ * the drain iterator) and removes its pins under <bpffs>/kepp/ (the folder
+ * too when empty). Connections already steered keep their pod. Logs one
+ * line. Returns 0 or the first -errno (the rest is still done). */
+int kern_detach(kern *k);
+
+/* Closes kepp's handles. Unless kern_detach ran, the pinned maps and links
+ * stay: the datapath keeps working and the next kepp adopts it. */
 void kern_close(kern *k);
 #endif

@@ -113,7 +113,7 @@ static int publish_one(kern *k, size_t idx, const store_snapshot *snap, int64_t 
 	memset(&v, 0, sizeof(v));
 	v.published_ns = (uint64_t)now;
 	v.max_age_ns = (uint64_t)k->max_age_ns;
-	v.id = (uint32_t)idx;
+	v.id = kern_service_id(s);
 	v.flags = (info.sheddable ? KEPP_SVC_SHEDDABLE : 0) |
 		  (info.saturated ? KEPP_SVC_SATURATED : 0) |
 		  (k->affinity_pct ? KEPP_SVC_AFFINITY : 0);
@@ -129,6 +129,50 @@ static int publish_one(kern *k, size_t idx, const store_snapshot *snap, int64_t 
 	if (bpf_map_update_elem(k->svc_fd, &key, &v, BPF_ANY) < 0)
 		return -errno;
 	return 0;
+}
+
+/* kepp_model_v1: each service's model and pool, rewritten only when they
+ * differ from what the map holds; entries of services no longer in
+ * kepp_svc_v1 are removed whenever the service set changes. */
+static void publish_meta(kern *k, const store_snapshot *snap)
+{
+	const store_catalog *c = snap->catalog;
+	char pool[KEPP_POOL_MAX] = "";
+	if (c->has_pool && c->pool.name)
+		snprintf(pool, sizeof(pool), "%s/%s", c->pool.namespace_ ? c->pool.namespace_ : "",
+			 c->pool.name);
+	uint64_t sig = 0xcbf29ce484222325ULL;
+	for (size_t i = 0; i < k->n_svcs; i++) {
+		struct kepp_svc_key key;
+		struct kepp_svc_meta want, have;
+		kern_svc_key(&k->svcs[i], &key);
+		const unsigned char *p = (const unsigned char *)&key;
+		for (size_t b = 0; b < sizeof(key); b++)
+			sig = (sig ^ p[b]) * 0x100000001b3ULL;
+		memset(&want, 0, sizeof(want));
+		snprintf(want.model, sizeof(want.model), "%s", k->svcs[i].model);
+		memcpy(want.pool, pool, sizeof(want.pool));
+		want.id = kern_service_id(&k->svcs[i]);
+		if (bpf_map_lookup_elem(k->model_fd, &key, &have) == 0 &&
+		    !memcmp(&have, &want, sizeof(want)))
+			continue;
+		if (bpf_map_update_elem(k->model_fd, &key, &want, BPF_ANY) < 0)
+			ulog(LOG_WARN, "cannot write a fast-path service's model", "service",
+			     k->svcs[i].vip, "error", strerror(errno), NULL);
+	}
+	if (sig == k->meta_sig)
+		return;
+	k->meta_sig = sig;
+	struct kepp_svc_key key, next;
+	struct kepp_svc v;
+	void *prev = NULL;
+	while (bpf_map_get_next_key(k->model_fd, prev, &next) == 0) {
+		if (bpf_map_lookup_elem(k->svc_fd, &next, &v) < 0 &&
+		    bpf_map_delete_elem(k->model_fd, &next) == 0)
+			continue; /* deleted: restart from the same predecessor */
+		key = next;
+		prev = &key;
+	}
 }
 
 int kern_publish(kern *k, const store_snapshot *snap)
@@ -149,6 +193,7 @@ int kern_publish(kern *k, const store_snapshot *snap)
 			ret = r;
 		}
 	}
+	publish_meta(k, snap);
 	kern_drain_tick(k, snap, now);
 	return ret;
 }

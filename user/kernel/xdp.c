@@ -1,7 +1,8 @@
 /* XDP on --xdp-iface interfaces, through libxdp's multiprog dispatcher so
  * kepp shares an interface with other XDP programs. libxdp pins the
  * dispatcher under $LIBXDP_BPFFS/xdp (kepp points it at --bpffs); the
- * program stays attached when kepp exits. A restarted kepp adopts an
+ * program stays attached when kepp exits with --kernel-keep (else
+ * kern_xdp_detach takes it off). A restarted kepp adopts an
  * attached kepp_xdp that uses its pinned maps, and replaces one that does
  * not (an older layout): with a dispatcher the new program comes before the
  * old one leaves, so the interface is never unprotected. Kernels that
@@ -119,6 +120,13 @@ int kern_xdp_attach(kern *k, const char *iface, char *err, size_t errlen)
 		xdp_program__close(old);
 		return -EINVAL;
 	}
+	int pr = kern_pins_prepare(k, skel->obj);
+	if (pr < 0) {
+		snprintf(err, errlen, "kepp_xdp's maps: %s", strerror(-pr));
+		kepp_xdp_bpf__destroy(skel);
+		xdp_program__close(old);
+		return pr;
+	}
 	DECLARE_LIBXDP_OPTS(xdp_program_opts, xo, .obj = skel->obj, .prog_name = "kepp_xdp");
 	struct xdp_program *prog = xdp_program__create(&xo);
 	int r = (int)libxdp_get_error(prog);
@@ -149,4 +157,40 @@ int kern_xdp_attach(kern *k, const char *iface, char *err, size_t errlen)
 	k->xdp[k->n_xdp++].ifindex = ifindex;
 	ulog(LOG_DEFAULT, "XDP attached", "iface", iface, NULL);
 	return 0;
+}
+
+int kern_xdp_detach(kern *k)
+{
+	uint32_t svc_id = map_id(k->svc_fd);
+	int ret = 0;
+	for (size_t i = 0; i < k->n_xdp; i++) {
+		int ifindex = k->xdp[i].ifindex;
+		struct xdp_program *p = NULL, *ours = NULL;
+		struct xdp_multiprog *mp = xdp_multiprog__get_from_ifindex(ifindex);
+		if (libxdp_get_error(mp) || !mp)
+			continue; /* nothing attached any more */
+		bool legacy = xdp_multiprog__is_legacy(mp);
+		for (p = legacy ? xdp_multiprog__main_prog(mp) : xdp_multiprog__next_prog(NULL, mp);
+		     p && !ours; p = legacy ? NULL : xdp_multiprog__next_prog(p, mp)) {
+			if (strcmp(xdp_program__name(p), "kepp_xdp") ||
+			    !prog_uses_map(xdp_program__fd(p), svc_id))
+				continue;
+			ours = xdp_program__from_id(xdp_program__id(p));
+			if (libxdp_get_error(ours))
+				ours = NULL;
+		}
+		xdp_multiprog__close(mp);
+		if (!ours)
+			continue;
+		/* With a dispatcher libxdp removes it (and its pins) with the last
+		 * program. */
+		int r = xdp_program__detach(ours, ifindex, XDP_MODE_UNSPEC, 0);
+		xdp_program__close(ours);
+		if (r) {
+			ulog(LOG_WARN, "cannot detach kepp_xdp", "iface", k->xdp[i].iface, NULL);
+			ret = r < 0 ? r : -EBUSY;
+		}
+	}
+	k->n_xdp = 0;
+	return ret;
 }

@@ -177,8 +177,7 @@ static bool saturated(const struct aff_cfg *cfg, const sched_ctx *c, const store
 	if (!metrics_fresh(ep, c->now_ns, cfg->stale_ns))
 		return true;
 	long long q = (long long)ep->m.waiting_queue;
-	if (c->s->inflight)
-		q += inflight_since(c->s->inflight, ep->name, ep->m.update_ms);
+	q += inflight_since_ep(c, ep);
 	return q >= cfg->queue || ep->m.kv_usage >= cfg->kv;
 }
 

@@ -469,7 +469,82 @@ static int quote_char(char *out, size_t cap, unsigned char c)
 	return snprintf(out, cap, "'%c%c'", 0xc0 | (c >> 6), 0x80 | (c & 0x3f));
 }
 
-int bj_check(const char *p, size_t n, char *err, size_t errlen)
+/* What one checking pass records besides validity, for body_parse_request:
+ * each top-level member, handed to |member| as it ends (its text is then
+ * checked), and the first number that does not fit a float64. */
+struct walk {
+	const char *p;
+	void (*member)(void *ctx, const bj_val *key, const bj_val *val);
+	void *ctx;
+	size_t key_at, key_end, val_at, num_at;
+	bool big_found;
+	bj_val big;
+};
+
+static bool is_num_step(int st)
+{
+	return st >= ST_NEG && st <= ST_E0;
+}
+
+/* A number of at most 308 characters without an exponent is below 1e308:
+ * only longer ones and exponents go through strtod. */
+static void walk_number(struct walk *w, size_t end)
+{
+	const char *q = w->p + w->num_at;
+	size_t len = end - w->num_at;
+	if (w->big_found || (len <= 308 && !memchr(q, 'e', len) && !memchr(q, 'E', len)))
+		return;
+	if (bj_float_overflows(q, len)) {
+		w->big_found = true;
+		w->big = (bj_val){q, len, BJ_NUMBER};
+	}
+}
+
+/* The scan moved from (pstep, pps, pdepth) to |s| on byte i. */
+static void walk_step(struct walk *w, const struct scan *s, int pstep, int pps, uint32_t pdepth,
+		      size_t i)
+{
+	bool was_num = is_num_step(pstep), is_num = is_num_step(s->step);
+	if (!was_num && is_num)
+		w->num_at = i;
+	else if (was_num && !is_num)
+		walk_number(w, i);
+	if (pdepth != 1)
+		return;
+	if (pps == PS_KEY) {
+		if ((pstep == ST_BEGIN_STRING || pstep == ST_BEGIN_STRING_OR_EMPTY) &&
+		    s->step == ST_STR)
+			w->key_at = i;
+		else if (pstep == ST_STR && s->step == ST_END_VALUE)
+			w->key_end = i + 1;
+		return;
+	}
+	if (pps != PS_VALUE)
+		return;
+	if (pstep == ST_BEGIN_VALUE && s->step != ST_BEGIN_VALUE) {
+		w->val_at = i;
+	} else if (s->depth == 0 || (s->depth == 1 && s->ps == PS_KEY)) {
+		/* ',' or '}' after the value: it ends at its last non-space byte. */
+		size_t end = i;
+		while (end > w->val_at && is_space((unsigned char)w->p[end - 1]))
+			end--;
+		bj_val k = {w->p + w->key_at, w->key_end - w->key_at, BJ_STRING};
+		bj_val v = {w->p + w->val_at, end - w->val_at, BJ_NONE};
+		switch (w->p[w->val_at]) {
+		case '"': v.t = BJ_STRING; break;
+		case '{': v.t = BJ_OBJECT; break;
+		case '[': v.t = BJ_ARRAY; break;
+		case 't': case 'f': v.t = BJ_BOOL; break;
+		case 'n': v.t = BJ_NULL; break;
+		default: v.t = BJ_NUMBER; break;
+		}
+		w->member(w->ctx, &k, &v);
+	}
+}
+
+/* Go's checkValid over p[0..n); with |w|, the same pass also walks the
+ * document for body_parse_request (no second pass over the body). */
+static int check_walk(const char *p, size_t n, char *err, size_t errlen, struct walk *w)
 {
 	struct scan s;
 	s.step = ST_BEGIN_VALUE;
@@ -487,10 +562,14 @@ int bj_check(const char *p, size_t n, char *err, size_t errlen)
 			if (i == n)
 				break;
 		}
+		int pstep = s.step, pps = s.ps;
+		uint32_t pdepth = s.depth;
 		if (sc_step(&s, u[i]) < 0) {
 			rc = -1;
 			break;
 		}
+		if (w && (s.step != pstep || s.depth != pdepth))
+			walk_step(w, &s, pstep, pps, pdepth, i);
 	}
 	if (rc == 0) {
 		if (s.end_top)
@@ -509,6 +588,11 @@ int bj_check(const char *p, size_t n, char *err, size_t errlen)
 		}
 	}
 	return -EINVAL;
+}
+
+int bj_check(const char *p, size_t n, char *err, size_t errlen)
+{
+	return check_walk(p, n, err, errlen, NULL);
 }
 
 /* ---- walking checked text ------------------------------------------------- */
@@ -829,10 +913,41 @@ static size_t decode_key(const bj_val *s, size_t name_len, char *buf)
 	return bj_unquote(s, buf);
 }
 
+static unsigned char ascii_upper(unsigned char c)
+{
+	return c >= 'a' && c <= 'z' ? (unsigned char)(c - ('a' - 'A')) : c;
+}
+
+/* Keys without escapes and non-ASCII bytes (nearly all) decode to
+ * themselves: compared raw, 1 equal, 0 not; -1 for the others, which are
+ * decoded. |fold|: ASCII letters of either case match, as Go's folding does
+ * for ASCII runes. */
+static int plain_key_eq(const bj_val *s, const char *name, size_t nl, bool fold)
+{
+	if (s->t != BJ_STRING || s->n < 2)
+		return -1;
+	const unsigned char *p = (const unsigned char *)s->p + 1;
+	size_t n = s->n - 2;
+	for (size_t i = 0; i < n; i++)
+		if (p[i] == '\\' || p[i] >= 0x80)
+			return -1;
+	if (n != nl)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char a = p[i], b = (unsigned char)name[i];
+		if (fold ? ascii_upper(a) != ascii_upper(b) : a != b)
+			return 0;
+	}
+	return 1;
+}
+
 bool bj_str_eq(const bj_val *s, const char *name)
 {
 	char buf[3 * (6 * KEY_MAX + 2)];
 	size_t nl = strlen(name);
+	int plain = plain_key_eq(s, name, nl, false);
+	if (plain >= 0)
+		return plain;
 	size_t n = decode_key(s, nl, buf);
 	return n == nl && memcmp(buf, name, nl) == 0;
 }
@@ -841,6 +956,9 @@ bool bj_key_fold(const bj_val *s, const char *name)
 {
 	char buf[3 * (6 * KEY_MAX + 2)];
 	size_t nl = strlen(name);
+	int plain = plain_key_eq(s, name, nl, true);
+	if (plain >= 0)
+		return plain;
 	size_t n = decode_key(s, nl, buf);
 	if (n == (size_t)-1)
 		return false;
@@ -1290,48 +1408,57 @@ static const char *type_name(enum bj_type t)
 	}
 }
 
+struct parse {
+	body_req *out;
+	struct typed t;
+	enum sched_api api;
+};
+
+static void parse_member(void *ctx, const bj_val *k, const bj_val *v)
+{
+	struct parse *ps = ctx;
+	if (bj_str_eq(k, "model"))
+		ps->out->model = *v;
+	else if (bj_str_eq(k, "stream"))
+		ps->out->stream = v->t == BJ_BOOL && v->p[0] == 't';
+	record_span(ps->out, k, v);
+	if (ps->t.ok)
+		typed_member(&ps->t, ps->api, k, v);
+}
+
 int body_parse_request(const char *p, size_t n, enum sched_api api, body_req *out, char *err,
 		       size_t errlen)
 {
 	static const char pfx[] = "error unmarshaling request bodyMap: ";
 	char goerr[256];
 	memset(out, 0, sizeof(*out));
-	if (bj_check(p, n, goerr, sizeof(goerr)) < 0) {
+	/* One pass checks the syntax, finds the first float64 overflow and
+	 * hands each top-level member to parse_member; the errors keep Go's
+	 * order (syntax, type of the document, overflow, typed fields). */
+	struct parse ps = {.out = out, .t = {.ok = true}, .api = api};
+	struct walk w = {.p = p, .member = parse_member, .ctx = &ps};
+	if (check_walk(p, n, goerr, sizeof(goerr), &w) < 0) {
+		memset(out, 0, sizeof(*out));
 		snprintf(err, errlen, "%s%s", pfx, goerr);
 		return -EINVAL;
 	}
-	bj_val top = bj_value(p, n);
-	if (top.t != BJ_OBJECT && top.t != BJ_NULL) {
+	const char *first = skip_ws(p, p + n);
+	enum bj_type top = type_of(*first);
+	if (top != BJ_OBJECT && top != BJ_NULL) {
 		snprintf(
 			err, errlen,
 			"%sjson: cannot unmarshal %s into Go value of type map[string]interface {}",
-			pfx, type_name(top.t));
+			pfx, type_name(top));
 		return -EINVAL;
 	}
-	bj_val big;
-	if (top.t == BJ_OBJECT && first_overflow(top.p, top.n, &big)) {
+	if (top == BJ_OBJECT && w.big_found) {
+		memset(out, 0, sizeof(*out));
 		snprintf(err, errlen,
 			 "%sjson: cannot unmarshal number %.*s into Go value of type float64", pfx,
-			 (int)(big.n > 4096 ? 4096 : big.n), big.p);
+			 (int)(w.big.n > 4096 ? 4096 : w.big.n), w.big.p);
 		return -EINVAL;
 	}
-
-	struct typed t = {.ok = true};
-	if (top.t == BJ_OBJECT) {
-		bj_iter it;
-		bj_val k, v;
-		bj_iter_init(&it, &top);
-		while (bj_obj_next(&it, &k, &v)) {
-			if (bj_str_eq(&k, "model"))
-				out->model = v;
-			else if (bj_str_eq(&k, "stream"))
-				out->stream = v.t == BJ_BOOL && v.p[0] == 't';
-			record_span(out, &k, &v);
-			if (t.ok)
-				typed_member(&t, api, &k, &v);
-		}
-	}
-
+	const struct typed t = ps.t;
 	const char *msg = NULL;
 	switch (api) {
 	case SCHED_API_CONVERSATIONS:

@@ -2,7 +2,9 @@
  * model with no request body, so the kernel can steer connections by the same
  * scores the picker uses (spec §4.2) without seeing the request. Endpoints a
  * filter drops get weight 0 (shed); the others get their weighted score,
- * scaled so a perfect score on every scorer is SCHED_FASTPATH_WMAX. */
+ * scaled so a perfect score on every scorer is SCHED_FASTPATH_WMAX. The
+ * candidates are sched_decide's: with --exclude-stale-endpoints, an endpoint
+ * whose metrics are missing or stale gets 0 while any has fresh ones. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -34,10 +36,29 @@ static char *synth_body(const char *model, arena *a, size_t *len)
 	return b;
 }
 
+/* The endpoints sched_decide would consider for a request without a
+ * subset hint: all of them, less those with missing or stale metrics while
+ * any has fresh ones (the staleness limit of sched_set_staleness; with none
+ * fresh, all stay: fail open). Returns how many went to |out|. */
+static uint32_t candidates(const sched *s, const store_snapshot *snap, int64_t now,
+			   const store_endpoint **out)
+{
+	int64_t limit = s->stale_ms * 1000000LL;
+	uint32_t n = snap->n_endpoints, fresh = 0;
+	for (uint32_t i = 0; i < n; i++)
+		fresh += limit > 0 && metrics_fresh(&snap->endpoints[i], now, limit);
+	uint32_t k = 0;
+	for (uint32_t i = 0; i < n; i++)
+		if (!fresh || fresh == n || metrics_fresh(&snap->endpoints[i], now, limit))
+			out[k++] = &snap->endpoints[i];
+	return k;
+}
+
 int sched_fastpath_weights(const sched *s, const store_snapshot *snap, const char *model,
 			   arena *a, uint32_t *weights, sched_fastpath_info *info)
 {
 	uint32_t n = snap->n_endpoints;
+	int64_t now = mono_ns();
 	memset(info, 0, sizeof(*info));
 	if (n)
 		memset(weights, 0, n * sizeof(*weights));
@@ -56,8 +77,7 @@ int sched_fastpath_weights(const sched *s, const store_snapshot *snap, const cha
 	if (!s->passthrough &&
 	    body_parse_request(body, blen, SCHED_API_COMPLETIONS, &br, msg, sizeof(msg)) < 0)
 		return -EINVAL;
-	for (uint32_t i = 0; i < n; i++)
-		cands[i] = &snap->endpoints[i];
+	n = candidates(s, snap, now, cands);
 	sched_request req = {
 		.path = {"/v1/completions", 15},
 		.body = body,
@@ -67,7 +87,7 @@ int sched_fastpath_weights(const sched *s, const store_snapshot *snap, const cha
 		.s = s,
 		.req = &req,
 		.target_model = {model, strlen(model)},
-		.now_ns = mono_ns(),
+		.now_ns = now,
 		.a = a,
 		.api = SCHED_API_COMPLETIONS,
 		.body = s->passthrough ? NULL : &br,

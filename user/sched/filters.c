@@ -500,9 +500,8 @@ static int conc_create(sched_plugin *p, const cJSON *params, sched_build *b)
 
 static int64_t conc_load(const struct conc_cfg *cfg, const sched_ctx *c, const store_endpoint *ep)
 {
-	int64_t reqs = 0, tokens = 0;
-	if (c->s->inflight)
-		inflight_get(c->s->inflight, ep->name, &reqs, &tokens);
+	int64_t reqs, tokens;
+	inflight_get_ep(c, ep, &reqs, &tokens);
 	return cfg->tokens ? tokens : reqs;
 }
 

@@ -35,12 +35,11 @@ static size_t limit(const sched_plugin *p, size_t n)
 	return n < cfg->max ? n : cfg->max;
 }
 
-/* Moves the best |k| entries to the front, keeping the current order among
- * equal keys: a stable partial sort, descending. */
-static void stable_top(sched_scored *sc, const double *key, size_t n, size_t k, double *keys)
+/* Moves the best |k| entries by |keys| (permuted along) to the front,
+ * keeping the current order among equal keys: a stable partial sort,
+ * descending. */
+static void stable_top(sched_scored *sc, double *keys, size_t n, size_t k)
 {
-	for (size_t i = 0; i < n; i++)
-		keys[i] = key ? key[i] : sc[i].score;
 	for (size_t i = 0; i < k && i < n; i++) {
 		size_t best = i;
 		for (size_t j = i + 1; j < n; j++)
@@ -59,23 +58,92 @@ static void stable_top(sched_scored *sc, const double *key, size_t n, size_t k, 
 	}
 }
 
-/* Shuffle, then a stable sort by score: ties are broken at random. */
+static void swap_scored(sched_scored *sc, size_t i, size_t j)
+{
+	sched_scored t = sc[i];
+	sc[i] = sc[j];
+	sc[j] = t;
+}
+
+/* Go's rand.Shuffle then a stable sort by score, descending, as far as the
+ * first |k| entries go (the rest are left in no particular order): the k
+ * best scores in one pass, random draws on ties only, instead of shuffling
+ * and walking all n candidates k times. Entries of equal score come out in
+ * uniformly random order, and at the k-th score a uniformly random subset
+ * of its ties fills the places left, which is what the shuffle gives. */
+static void top_random_ties(sched_scored *sc, size_t n, size_t k)
+{
+	if (n < 2 || k == 0)
+		return;
+	if (k == 1) {
+		/* Reservoir of one among the best score's ties. */
+		size_t best = 0, ties = 1;
+		for (size_t i = 1; i < n; i++) {
+			if (sc[i].score > sc[best].score) {
+				best = i;
+				ties = 1;
+			} else if (sc[i].score == sc[best].score && rand_below(++ties) == 0) {
+				best = i;
+			}
+		}
+		swap_scored(sc, 0, best);
+		return;
+	}
+	if (k > n)
+		k = n;
+	/* The k-th best score: |top| holds the k best seen, descending. */
+	double top[SCHED_MAX_TARGETS];
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++) {
+		double v = sc[i].score;
+		if (m == k && !(v > top[k - 1]))
+			continue;
+		size_t j = m < k ? m++ : k - 1;
+		for (; j > 0 && top[j - 1] < v; j--)
+			top[j] = top[j - 1];
+		top[j] = v;
+	}
+	double t = top[k - 1];
+	/* Above the threshold to the front (fewer than k), then its ties. */
+	size_t g = 0;
+	for (size_t i = 0; i < n; i++)
+		if (sc[i].score > t)
+			swap_scored(sc, g++, i);
+	size_t e = g;
+	for (size_t i = g; i < n; i++)
+		if (sc[i].score == t)
+			swap_scored(sc, e++, i);
+	/* A random ordered choice of k - g ties (partial Fisher-Yates). */
+	for (size_t i = g; i < k; i++)
+		swap_scored(sc, i, i + (size_t)rand_below(e - i));
+	/* The g above it: shuffled, then sorted stably. */
+	for (size_t i = g; i > 1; i--)
+		swap_scored(sc, i - 1, (size_t)rand_below(i));
+	for (size_t i = 1; i < g; i++) {
+		sched_scored x = sc[i];
+		size_t j = i;
+		for (; j > 0 && sc[j - 1].score < x.score; j--)
+			sc[j] = sc[j - 1];
+		sc[j] = x;
+	}
+}
+
 static size_t max_score_pick(const sched_plugin *p, const sched_ctx *c, sched_scored *sc, size_t n)
 {
-	double *keys = arena_alloc(c->a, (n ? n : 1) * sizeof(*keys));
-	if (!keys)
-		return 0;
-	shuffle_scored(sc, n);
+	(void)c;
 	size_t k = limit(p, n);
-	stable_top(sc, NULL, n, k, keys);
+	top_random_ties(sc, n, k);
 	return k;
 }
 
+/* The first |k| of a uniform shuffle: a partial Fisher-Yates. */
 static size_t random_pick(const sched_plugin *p, const sched_ctx *c, sched_scored *sc, size_t n)
 {
 	(void)c;
-	shuffle_scored(sc, n);
-	return limit(p, n);
+	size_t k = limit(p, n);
+	for (size_t i = 0; i < k && i + 1 < n; i++)
+		swap_scored(sc, i, i + (size_t)rand_below(n - i));
+	return k;
 }
 
 /* A-Res weighted sampling: key = U^(1/score); score <= 0 gets key 0; all
@@ -87,7 +155,7 @@ static size_t weighted_pick(const sched_plugin *p, const sched_ctx *c, sched_sco
 		any |= sc[i].score > 0;
 	if (!any)
 		return random_pick(p, c, sc, n);
-	double *key = arena_alloc(c->a, (n ? n : 1) * 2 * sizeof(*key));
+	double *key = arena_alloc(c->a, (n ? n : 1) * sizeof(*key));
 	if (!key)
 		return 0;
 	for (size_t i = 0; i < n; i++) {
@@ -101,7 +169,7 @@ static size_t weighted_pick(const sched_plugin *p, const sched_ctx *c, sched_sco
 		key[i] = pow(u, 1.0 / sc[i].score);
 	}
 	size_t k = limit(p, n);
-	stable_top(sc, key, n, k, key + n);
+	stable_top(sc, key, n, k);
 	return k;
 }
 

@@ -13,10 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include <xxhash.h>
-
 #include "util/log.h"
-#include "util/rand.h"
 
 /* ---- build helpers -------------------------------------------------------- */
 
@@ -255,23 +252,6 @@ int plugin_no_params(sched_plugin *p, const cJSON *params, sched_build *b)
 
 /* ---- helpers shared by plugins ------------------------------------------------ */
 
-void shuffle_scored(sched_scored *sc, size_t n)
-{
-	for (size_t i = n; i > 1; i--) {
-		size_t j = (size_t)rand_below(i);
-		sched_scored t = sc[i - 1];
-		sc[i - 1] = sc[j];
-		sc[j] = t;
-	}
-}
-
-bool metrics_fresh(const store_endpoint *ep, int64_t now_ns, int64_t threshold_ns)
-{
-	if (!ep->m.valid)
-		return false;
-	return now_ns - ep->m.update_ms * 1000000LL <= threshold_ns;
-}
-
 bool split_host_port(const char *s, size_t n, sched_str *host, sched_str *port)
 {
 	const char *colon = NULL;
@@ -339,18 +319,28 @@ void inflight_free(inflight *t)
 
 static uint64_t name_hash(const char *name)
 {
-	return XXH64(name, strlen(name), 0);
+	return store_name_hash(name);
+}
+
+static uint64_t tag_of(uint64_t h)
+{
+	return (h >> 32) | 1;
+}
+
+static struct inflight_slot *slot_at(const inflight *t, uint64_t h, size_t i)
+{
+	return (struct inflight_slot *)&t->slot[(h + i) & (INFLIGHT_SLOTS - 1)];
 }
 
 void *inflight_acquire(inflight *t, const char *name, int64_t tokens)
 {
 	uint64_t h = name_hash(name);
-	uint64_t tag = (h >> 32) | 1;
+	uint64_t tag = tag_of(h);
 	for (int attempt = 0; attempt < 4; attempt++) {
 		struct inflight_slot *reuse = NULL;
 		uint64_t reuse_w = 0;
 		for (size_t i = 0; i < INFLIGHT_PROBE; i++) {
-			struct inflight_slot *sl = &t->slot[(h + i) & (INFLIGHT_SLOTS - 1)];
+			struct inflight_slot *sl = slot_at(t, h, i);
 			uint64_t w = atomic_load(&sl->word);
 			for (;;) {
 				if (w >> 32 == tag) {
@@ -393,14 +383,12 @@ void inflight_release(void *slot, int64_t tokens)
 	atomic_fetch_sub(&sl->word, 1);
 }
 
-void inflight_get(const inflight *t, const char *name, int64_t *requests, int64_t *tokens)
+static void get_hashed(const inflight *t, uint64_t h, int64_t *requests, int64_t *tokens)
 {
-	uint64_t h = name_hash(name);
-	uint64_t tag = (h >> 32) | 1;
+	uint64_t tag = tag_of(h);
 	int64_t r = 0, k = 0;
 	for (size_t i = 0; i < INFLIGHT_PROBE; i++) {
-		struct inflight_slot *sl =
-			(struct inflight_slot *)&t->slot[(h + i) & (INFLIGHT_SLOTS - 1)];
+		struct inflight_slot *sl = slot_at(t, h, i);
 		uint64_t w = atomic_load(&sl->word);
 		if (w == 0)
 			break;
@@ -411,6 +399,11 @@ void inflight_get(const inflight *t, const char *name, int64_t *requests, int64_
 	}
 	*requests = r;
 	*tokens = k;
+}
+
+void inflight_get(const inflight *t, const char *name, int64_t *requests, int64_t *tokens)
+{
+	get_hashed(t, name_hash(name), requests, tokens);
 }
 
 /* The reference scores the last scrape only, so every request decided
@@ -455,27 +448,124 @@ void inflight_unmark_sent(void *slot, uint64_t mark)
 			return;
 }
 
-int64_t inflight_since(const inflight *t, const char *name, int64_t scrape_ms)
+/* The count of a slot that holds requests of |tag|'s endpoint. */
+static int64_t since_of(const struct inflight_slot *sl, uint64_t tag, int64_t scrape_ms)
 {
-	uint64_t h = name_hash(name);
-	uint64_t tag = (h >> 32) | 1, epoch = (uint64_t)scrape_ms & 0xffffffffu;
+	uint64_t epoch = (uint64_t)scrape_ms & 0xffffffffu;
+	uint64_t v = atomic_load(&sl->since);
+	uint64_t e = (v >> 16) & 0xffffffffu;
+	/* A newer epoch than ours: sent after a scrape this snapshot does not
+	 * have yet, so still unseen. An older one: seen since. */
+	if (v >> 48 != (tag & 0xffff) || (int32_t)(uint32_t)(e - epoch) < 0)
+		return 0;
+	return (int64_t)(v & SINCE_COUNT);
+}
+
+static int64_t since_hashed(const inflight *t, uint64_t h, int64_t scrape_ms)
+{
+	uint64_t tag = tag_of(h);
 	for (size_t i = 0; i < INFLIGHT_PROBE; i++) {
-		struct inflight_slot *sl =
-			(struct inflight_slot *)&t->slot[(h + i) & (INFLIGHT_SLOTS - 1)];
+		struct inflight_slot *sl = slot_at(t, h, i);
 		uint64_t w = atomic_load(&sl->word);
 		if (w == 0)
 			break;
 		if (w >> 32 != tag || (w & 0xffffffffu) == 0)
 			continue;
-		uint64_t v = atomic_load(&sl->since);
-		uint64_t e = (v >> 16) & 0xffffffffu;
-		/* A newer epoch than ours: sent after a scrape this snapshot does
-		 * not have yet, so still unseen. An older one: seen since. */
-		if (v >> 48 != (tag & 0xffff) || (int32_t)(uint32_t)(e - epoch) < 0)
-			return 0;
-		return (int64_t)(v & SINCE_COUNT);
+		return since_of(sl, tag, scrape_ms);
 	}
 	return 0;
+}
+
+int64_t inflight_since(const inflight *t, const char *name, int64_t scrape_ms)
+{
+	return since_hashed(t, name_hash(name), scrape_ms);
+}
+
+struct inflight_view {
+	const inflight *t;
+	uint32_t n;
+	struct inflight_slot *slot[]; /* by store_endpoint.index; NULL: table full */
+};
+
+/* The slot of |h|'s name: its own, or the first never-used one in its probe
+ * window, claimed with no requests. The same slot inflight_acquire finds
+ * later: it takes the first slot with the tag, and slots are never given
+ * back to never-used. A claimed idle slot may still be taken over by another
+ * name when a window fills up; readers check the tag. */
+static struct inflight_slot *slot_claim(inflight *t, uint64_t h)
+{
+	uint64_t tag = tag_of(h);
+	for (size_t i = 0; i < INFLIGHT_PROBE; i++) {
+		struct inflight_slot *sl = slot_at(t, h, i);
+		uint64_t w = atomic_load(&sl->word);
+		while (w == 0 && !atomic_compare_exchange_weak(&sl->word, &w, tag << 32))
+			;
+		if (w == 0 || w >> 32 == tag)
+			return sl;
+	}
+	return NULL;
+}
+
+const struct inflight_view *inflight_view_of(inflight *t, const store_snapshot *snap)
+{
+	if (!t || !snap || !snap->n_endpoints)
+		return NULL;
+	_Atomic(void *) *cell = (_Atomic(void *) *)&snap->derived;
+	struct inflight_view *v = atomic_load(cell);
+	if (v)
+		return v->t == t ? v : NULL;
+	v = malloc(sizeof(*v) + snap->n_endpoints * sizeof(v->slot[0]));
+	if (!v)
+		return NULL;
+	v->t = t;
+	v->n = snap->n_endpoints;
+	for (uint32_t i = 0; i < v->n; i++)
+		v->slot[i] = slot_claim(t, store_endpoint_hash(&snap->endpoints[i]));
+	void *none = NULL;
+	if (atomic_compare_exchange_strong(cell, &none, v))
+		return v;
+	free(v); /* another worker was first */
+	v = none;
+	return v->t == t ? v : NULL;
+}
+
+/* The view's slot of |ep| while it still belongs to ep's name, else NULL. */
+static const struct inflight_slot *view_slot(const sched_ctx *c, const store_endpoint *ep,
+					     uint64_t tag, uint64_t *word)
+{
+	const struct inflight_view *v = c->inflight_view;
+	if (!v || ep->index >= v->n || !v->slot[ep->index])
+		return NULL;
+	const struct inflight_slot *sl = v->slot[ep->index];
+	*word = atomic_load(&sl->word);
+	return *word >> 32 == tag ? sl : NULL;
+}
+
+int64_t inflight_since_ep(const sched_ctx *c, const store_endpoint *ep)
+{
+	if (!c->s->inflight)
+		return 0;
+	uint64_t h = store_endpoint_hash(ep), tag = tag_of(h), w;
+	const struct inflight_slot *sl = view_slot(c, ep, tag, &w);
+	if (!sl)
+		return since_hashed(c->s->inflight, h, ep->m.update_ms);
+	return (w & 0xffffffffu) ? since_of(sl, tag, ep->m.update_ms) : 0;
+}
+
+void inflight_get_ep(const sched_ctx *c, const store_endpoint *ep, int64_t *requests,
+		     int64_t *tokens)
+{
+	*requests = *tokens = 0;
+	if (!c->s->inflight)
+		return;
+	uint64_t h = store_endpoint_hash(ep), tag = tag_of(h), w;
+	const struct inflight_slot *sl = view_slot(c, ep, tag, &w);
+	if (!sl) {
+		get_hashed(c->s->inflight, h, requests, tokens);
+		return;
+	}
+	*requests = (int64_t)(w & 0xffffffffu);
+	*tokens = atomic_load(&sl->tokens);
 }
 
 /* ---- core plugin types (no scheduling role) ---------------------------------- */

@@ -43,6 +43,9 @@ typedef struct sched_ctx {
 	const store_snapshot *snap;
 	void **state;                /* per-request plugin state, by sched_plugin.slot */
 	sched_trace *trace;          /* NULL unless the caller observes the decision */
+	/* The in-flight slots of snap's endpoints (inflight_view_of); NULL:
+	 * every lookup hashes the name. */
+	const struct inflight_view *inflight_view;
 } sched_ctx;
 
 typedef struct sched_scored {
@@ -177,10 +180,24 @@ void inflight_unmark_sent(void *slot, uint64_t mark);
 /* Unfinished requests sent to |name| after its scrape of |scrape_ms|. */
 int64_t inflight_since(const inflight *t, const char *name, int64_t scrape_ms);
 
-/* Go's rand.Shuffle (Fisher-Yates from the end). */
-void shuffle_scored(sched_scored *sc, size_t n);
-/* Endpoint is fresh: metrics scraped within |threshold_ns| of |now_ns|. */
-bool metrics_fresh(const store_endpoint *ep, int64_t now_ns, int64_t threshold_ns);
+/* The in-flight slots of |snap|'s endpoints, resolved (claimed when new) by
+ * the first request on the snapshot and kept with it, so per-endpoint reads
+ * index an array instead of hashing names and probing the table. NULL when
+ * |snap| has no endpoints or already carries another table's view. */
+struct inflight_view;
+const struct inflight_view *inflight_view_of(inflight *t, const store_snapshot *snap);
+/* inflight_since / inflight_get for a candidate, through c->inflight_view
+ * when it covers |ep| (by its name hash otherwise); 0 without counters. */
+int64_t inflight_since_ep(const sched_ctx *c, const store_endpoint *ep);
+void inflight_get_ep(const sched_ctx *c, const store_endpoint *ep, int64_t *requests,
+		     int64_t *tokens);
+
+/* Endpoint is fresh: metrics scraped within |threshold_ns| of |now_ns|
+ * (inline: every candidate of every request is checked). */
+static inline bool metrics_fresh(const store_endpoint *ep, int64_t now_ns, int64_t threshold_ns)
+{
+	return ep->m.valid && now_ns - ep->m.update_ms * 1000000LL <= threshold_ns;
+}
 /* Go net.SplitHostPort; false when |s| is not host:port. */
 bool split_host_port(const char *s, size_t n, sched_str *host, sched_str *port);
 #endif

@@ -223,7 +223,6 @@ struct shard {
 
 struct server {
 	pthread_mutex_t mu;
-	_Atomic uint64_t key; /* name hash | 1; 0 never used; KEY_FREE after removal */
 	char name[SERVER_NAME_MAX];
 	struct lru lru;
 };
@@ -236,12 +235,21 @@ struct prefix_index {
 	_Atomic int64_t entries; /* sum of the servers' LRU sizes */
 	int64_t max_entries;     /* bound on entries (0: none) */
 	struct shard shards[NSHARDS];
+	/* Server i's key: name hash | 1; 0 never used; KEY_FREE after removal.
+	 * Apart from the servers so that the lookup of every candidate per
+	 * request probes 8 KB, not 1,024 server structs. */
+	_Atomic uint64_t keys[MAX_SERVERS];
 	struct server servers[MAX_SERVERS];
 };
 
+static size_t shard_idx(uint64_t hash)
+{
+	return (hash >> 58) & (NSHARDS - 1);
+}
+
 static struct shard *shard_of(struct prefix_index *x, uint64_t hash)
 {
-	return &x->shards[(hash >> 58) & (NSHARDS - 1)];
+	return &x->shards[shard_idx(hash)];
 }
 
 static int shard_grow(struct shard *s)
@@ -347,7 +355,7 @@ static uint64_t ep_key(const store_endpoint *ep)
 static int server_find(struct prefix_index *x, uint64_t key)
 {
 	for (size_t k = 0, i = key % MAX_SERVERS; k < MAX_SERVERS; k++, i = (i + 1) % MAX_SERVERS) {
-		uint64_t v = atomic_load(&x->servers[i].key);
+		uint64_t v = atomic_load(&x->keys[i]);
 		if (v == 0)
 			return -1;
 		if (v == key)
@@ -366,7 +374,7 @@ static int server_get_or_add(struct prefix_index *x, const char *name, uint64_t 
 	id = server_find(x, key);
 	for (size_t k = 0, i = key % MAX_SERVERS; id < 0 && k < MAX_SERVERS;
 	     k++, i = (i + 1) % MAX_SERVERS) {
-		uint64_t v = atomic_load(&x->servers[i].key);
+		uint64_t v = atomic_load(&x->keys[i]);
 		if (v != 0 && v != KEY_FREE)
 			continue;
 		struct server *sv = &x->servers[i];
@@ -377,11 +385,49 @@ static int server_get_or_add(struct prefix_index *x, const char *name, uint64_t 
 		pthread_mutex_unlock(&sv->mu);
 		if (rc < 0)
 			break;
-		atomic_store(&sv->key, key);
+		atomic_store(&x->keys[i], key);
 		id = (int)i;
 	}
 	pthread_mutex_unlock(&x->reg);
 	return id;
+}
+
+/* Shard updates of one learn call: collected in order, then applied shard by
+ * shard under one lock each instead of one lock per block. The order within
+ * a shard is kept, so the shards end as if each update went alone. */
+#define LEARN_BATCH 256
+
+struct shard_op {
+	uint64_t hash;
+	bool del;
+};
+
+static void shard_apply(struct prefix_index *x, const struct shard_op *ops, size_t n,
+			uint16_t id)
+{
+	struct shard_op sorted[2 * LEARN_BATCH];
+	size_t at[NSHARDS + 1] = {0};
+	for (size_t i = 0; i < n; i++)
+		at[shard_idx(ops[i].hash) + 1]++;
+	for (size_t k = 1; k <= NSHARDS; k++)
+		at[k] += at[k - 1];
+	size_t pos[NSHARDS];
+	memcpy(pos, at, sizeof(pos));
+	for (size_t i = 0; i < n; i++)
+		sorted[pos[shard_idx(ops[i].hash)]++] = ops[i];
+	for (size_t k = 0; k < NSHARDS; k++) {
+		if (at[k] == at[k + 1])
+			continue;
+		struct shard *s = &x->shards[k];
+		pthread_mutex_lock(&s->mu);
+		for (size_t i = at[k]; i < at[k + 1]; i++) {
+			if (sorted[i].del)
+				shard_del(s, sorted[i].hash, id);
+			else
+				shard_add(s, sorted[i].hash, id);
+		}
+		pthread_mutex_unlock(&s->mu);
+	}
 }
 
 static void index_learn(struct prefix_index *x, const uint64_t *hashes, size_t n,
@@ -391,9 +437,11 @@ static void index_learn(struct prefix_index *x, const uint64_t *hashes, size_t n
 	if (id < 0)
 		return;
 	struct server *sv = &x->servers[id];
+	struct shard_op ops[2 * LEARN_BATCH];
+	size_t n_ops = 0;
 	pthread_mutex_lock(&sv->mu);
 	/* The slot may have been retired between lookup and lock. */
-	if (atomic_load(&sv->key) == key) {
+	if (atomic_load(&x->keys[id]) == key) {
 		for (size_t i = 0; i < n; i++) {
 			uint64_t ev;
 			size_t before = sv->lru.n;
@@ -405,17 +453,15 @@ static void index_learn(struct prefix_index *x, const uint64_t *hashes, size_t n
 				break;
 			if (sv->lru.n != before)
 				atomic_fetch_add_explicit(&x->entries, 1, memory_order_relaxed);
-			if (r == 1) {
-				struct shard *s = shard_of(x, ev);
-				pthread_mutex_lock(&s->mu);
-				shard_del(s, ev, (uint16_t)id);
-				pthread_mutex_unlock(&s->mu);
+			if (r == 1)
+				ops[n_ops++] = (struct shard_op){ev, true};
+			ops[n_ops++] = (struct shard_op){hashes[i], false};
+			if (n_ops + 2 > 2 * LEARN_BATCH) {
+				shard_apply(x, ops, n_ops, (uint16_t)id);
+				n_ops = 0;
 			}
-			struct shard *s = shard_of(x, hashes[i]);
-			pthread_mutex_lock(&s->mu);
-			shard_add(s, hashes[i], (uint16_t)id);
-			pthread_mutex_unlock(&s->mu);
 		}
+		shard_apply(x, ops, n_ops, (uint16_t)id);
 	}
 	pthread_mutex_unlock(&sv->mu);
 }
@@ -432,7 +478,7 @@ static void server_remove(struct prefix_index *x, int id)
 		pthread_mutex_unlock(&s->mu);
 	}
 	lru_clear(&sv->lru);
-	atomic_store(&sv->key, KEY_FREE);
+	atomic_store(&x->keys[id], KEY_FREE);
 	sv->name[0] = '\0';
 	pthread_mutex_unlock(&sv->mu);
 }
@@ -446,12 +492,14 @@ static void index_cleanup(struct prefix_index *x, const store_snapshot *snap, in
 		return;
 	pthread_mutex_lock(&x->reg);
 	for (int i = 0; i < MAX_SERVERS; i++) {
-		uint64_t k = atomic_load(&x->servers[i].key);
+		uint64_t k = atomic_load(&x->keys[i]);
 		if (k == 0 || k == KEY_FREE)
 			continue;
+		/* Same name, same key: the names of key matches only are compared. */
 		bool live = false;
 		for (uint32_t e = 0; e < snap->n_endpoints && !live; e++)
-			live = strncmp(snap->endpoints[e].name, x->servers[i].name,
+			live = ep_key(&snap->endpoints[e]) == k &&
+			       strncmp(snap->endpoints[e].name, x->servers[i].name,
 				       SERVER_NAME_MAX) == 0;
 		if (!live)
 			server_remove(x, i);
@@ -512,13 +560,27 @@ struct prefix_state {
 	const store_endpoint *const *cands;
 	size_t n_cands;
 	/* Candidate position by store_endpoint.index (-1: not a candidate), so
-	 * score and pre_request find an endpoint's match in O(1). */
+	 * score and pre_request find an endpoint's match in O(1); built when
+	 * first needed (filters reordered or dropped candidates). */
 	int32_t *pos;
 	uint32_t n_pos;
 };
 
-static int32_t cand_pos(const struct prefix_state *st, const store_endpoint *ep)
+/* Position of |ep| among the candidates prepare saw; |i|: where the caller
+ * has it, the same position when no filter dropped any. */
+static int32_t cand_pos(struct prefix_state *st, arena *a, size_t i, const store_endpoint *ep)
 {
+	if (i < st->n_cands && st->cands[i] == ep)
+		return (int32_t)i;
+	if (!st->pos && st->n_pos) {
+		st->pos = arena_alloc(a, st->n_pos * sizeof(*st->pos));
+		if (!st->pos)
+			return -1;
+		memset(st->pos, 0xff, st->n_pos * sizeof(*st->pos));
+		for (size_t k = 0; k < st->n_cands; k++)
+			if (st->cands[k]->index < st->n_pos)
+				st->pos[st->cands[k]->index] = (int32_t)k;
+	}
 	if (!st->pos || ep->index >= st->n_pos)
 		return -1;
 	int32_t k = st->pos[ep->index];
@@ -689,13 +751,6 @@ static void prefix_prepare(const sched_plugin *p, const sched_ctx *c,
 	st->cands = cands;
 	st->n_cands = n;
 	st->n_pos = c->snap ? c->snap->n_endpoints : 0;
-	st->pos = arena_alloc(c->a, (st->n_pos ? st->n_pos : 1) * sizeof(*st->pos));
-	if (!st->pos)
-		return;
-	memset(st->pos, 0xff, st->n_pos * sizeof(*st->pos));
-	for (size_t k = 0; k < n; k++)
-		if (cands[k]->index < st->n_pos)
-			st->pos[cands[k]->index] = (int32_t)k;
 	long long bs = block_size(cfg, n ? cands[0] : NULL);
 	long long max_blocks = cfg->max_blocks;
 	if (cfg->max_tokens > 0 && bs > 0)
@@ -768,13 +823,17 @@ static void prefix_prepare(const sched_plugin *p, const sched_ctx *c,
 static void prefix_score(const sched_plugin *p, const sched_ctx *c,
 			 const store_endpoint *const *eps, size_t n, double *out)
 {
-	const struct prefix_state *st = c->state[p->slot];
+	struct prefix_state *st = c->state[p->slot];
+	bool none = !st || !st->n || !st->match;
 	for (size_t i = 0; i < n; i++) {
 		out[i] = 0;
-		if (!st || !st->n || !st->match)
+		if (none)
 			continue;
-		int32_t k = cand_pos(st, eps[i]);
-		if (k >= 0)
+		int32_t k = i < st->n_cands && st->cands[i] == eps[i]
+				    ? (int32_t)i
+				    : cand_pos(st, c->a, i, eps[i]);
+		/* Most candidates hold nothing: no division for them. */
+		if (k >= 0 && st->match[k])
 			out[i] = (double)st->match[k] / (double)st->n;
 	}
 }
@@ -783,7 +842,7 @@ static void prefix_pre_request(const sched_plugin *p, const sched_ctx *c,
 			       const store_endpoint *const *picked, size_t n)
 {
 	const struct prefix_cfg *cfg = p->cfg;
-	const struct prefix_state *st = c->state[p->slot];
+	struct prefix_state *st = c->state[p->slot];
 	if (c->snap)
 		index_cleanup(cfg->index, c->snap, c->now_ns);
 	if (c->trace && st && n > 0) {
@@ -792,7 +851,7 @@ static void prefix_pre_request(const sched_plugin *p, const sched_ctx *c,
 		const store_endpoint *first = st->n_cands ? st->cands[0] : NULL;
 		int64_t chars = block_size(cfg, first) * CHARS_PER_TOKEN;
 		int64_t matched = 0;
-		int32_t k = cand_pos(st, picked[0]);
+		int32_t k = cand_pos(st, c->a, SIZE_MAX, picked[0]);
 		if (st->match && k >= 0)
 			matched = st->match[k];
 		c->trace->prefix_match = true;
@@ -833,4 +892,37 @@ bool sched_prefix_index_size(const sched *s, int64_t *entries)
 		found = true;
 	}
 	return found;
+}
+
+/* The early pick (user/sched/early.c) waits for this much user input: the
+ * most prefix_prepare() can read, whichever endpoint turns out to be the
+ * first candidate (its reported block size decides with autoTune). */
+size_t sched_prefix_input_budget(const sched *s, const store_snapshot *snap)
+{
+	size_t most = 0;
+	for (size_t i = 0; s && i < s->n_plugins; i++) {
+		const sched_plugin *p = s->plugins[i];
+		if (p->type != &prefix_scorer || !p->cfg)
+			continue;
+		const struct prefix_cfg *cfg = p->cfg;
+		size_t n_eps = snap && cfg->auto_tune ? snap->n_endpoints : 0;
+		for (size_t k = 0; k <= n_eps; k++) {
+			long long bs = k < n_eps ? snap->endpoints[k].m.cache_block_size
+						 : cfg->block_tokens;
+			if (bs <= 0 || (k < n_eps && bs == cfg->block_tokens))
+				continue;
+			long long max_blocks = cfg->max_blocks;
+			if (cfg->max_tokens > 0)
+				max_blocks = cfg->max_tokens / bs;
+			if (max_blocks <= 0)
+				continue;
+			unsigned long long chars = (unsigned long long)bs * CHARS_PER_TOKEN;
+			if ((unsigned long long)max_blocks > SIZE_MAX / chars)
+				return SIZE_MAX;
+			size_t len = (size_t)max_blocks * (size_t)chars;
+			if (len > most)
+				most = len;
+		}
+	}
+	return most;
 }

@@ -387,8 +387,9 @@ static char *format_targets(arena *a, const store_endpoint *const *eps, size_t n
 	return s;
 }
 
-void sched_decide(const sched *s, const store_snapshot *snap, const sched_request *req,
-		  arena *a, sched_result *res)
+/* The director; |given| holds early facts instead of parsing req->body. */
+static void decide(const sched *s, const store_snapshot *snap, const sched_request *req,
+		   const body_req *given, arena *a, sched_result *res)
 {
 	memset(res, 0, sizeof(*res));
 	sched_trace *tr = req->trace;
@@ -426,7 +427,12 @@ void sched_decide(const sched *s, const store_snapshot *snap, const sched_reques
 		res->target_model = hdr_target;
 	} else {
 		char msg[400];
-		if (body_parse_request(req->body, req->body_len, api, &br, msg, sizeof(msg)) < 0) {
+		if (given) {
+			br = *given;
+			res->body = NULL;
+			res->body_len = 0;
+		} else if (body_parse_request(req->body, req->body_len, api, &br, msg,
+					      sizeof(msg)) < 0) {
 			fail(res, SCHED_BAD_REQUEST, "%s", msg);
 			return;
 		}
@@ -497,6 +503,7 @@ void sched_decide(const sched *s, const store_snapshot *snap, const sched_reques
 		.snap = snap,
 		.state = s->n_preparers ? arena_calloc(a, s->n_preparers * sizeof(void *)) : NULL,
 		.trace = tr,
+		.inflight_view = inflight_view_of(s->inflight, snap),
 	};
 	if (s->n_preparers && !ctx.state) {
 		fail(res, SCHED_INTERNAL, "out of memory");
@@ -561,7 +568,7 @@ void sched_decide(const sched *s, const store_snapshot *snap, const sched_reques
 	 * re-serialises the parsed map instead (sorted keys, HTML escaping,
 	 * numbers through float64); forwarding the client's bytes is
 	 * deliberate, so nothing the client sent changes but the model. */
-	if (!s->passthrough && (res->target_model.len != res->incoming_model.len ||
+	if (!s->passthrough && !given && (res->target_model.len != res->incoming_model.len ||
 				memcmp(res->target_model.p, res->incoming_model.p,
 				       res->target_model.len) != 0)) {
 		if (body_rewrite_model(req->body, req->body_len, &br.model, res->target_model.p,
@@ -579,6 +586,46 @@ void sched_decide(const sched *s, const store_snapshot *snap, const sched_reques
 		res->inflight_mark =
 			inflight_mark_sent(res->inflight, res->picked[0]->m.update_ms);
 	}
+}
+
+void sched_decide(const sched *s, const store_snapshot *snap, const sched_request *req,
+		  arena *a, sched_result *res)
+{
+	decide(s, snap, req, NULL, a, res);
+}
+
+void sched_decide_early(const sched *s, const store_snapshot *snap, const sched_request *req,
+			const body_req *facts, arena *a, sched_result *res)
+{
+	decide(s, snap, req, facts, a, res);
+}
+
+int sched_early_need(const sched *s, const store_snapshot *snap, enum sched_api api,
+		     size_t *input_bytes)
+{
+	*input_bytes = 0;
+	if (s->passthrough)
+		return -ENOTSUP;
+	size_t need = sched_prefix_input_budget(s, snap);
+	if (need && api == SCHED_API_RESPONSES)
+		return -ENOTSUP;
+	*input_bytes = need;
+	return 0;
+}
+
+void sched_early_body_done(const sched *s, sched_result *res, size_t body_len)
+{
+	res->body_len = body_len;
+	if (!res->inflight || !s->inflight)
+		return;
+	int64_t t = estimate_tokens(body_len);
+	if (t == res->inflight_tokens)
+		return;
+	/* Re-counted under the same endpoint (the count held keeps its slot). */
+	void *slot = inflight_acquire(s->inflight, res->picked[0]->name, t);
+	inflight_release(res->inflight, res->inflight_tokens);
+	res->inflight = slot;
+	res->inflight_tokens = t;
 }
 
 void sched_request_done(const sched *s, const sched_result *res)

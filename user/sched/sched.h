@@ -173,6 +173,29 @@ const char *sched_profile_name(const sched *s);
 void sched_decide(const sched *s, const store_snapshot *snap, const sched_request *req,
 		  arena *a, sched_result *res);
 
+/* Deciding before the body ends (--early-pick, user/extproc with
+ * user/sched/early.h). sched_early_need says what this config reads of the
+ * body for |api|: 0 and *input_bytes, the user input the prefix-cache scorer
+ * hashes at most (0: only the model is read), or -ENOTSUP when it cannot
+ * decide early (the passthrough parser; the responses API, whose hashed
+ * input is three members in any order, with a prefix-cache scorer). */
+int sched_early_need(const sched *s, const store_snapshot *snap, enum sched_api api,
+		     size_t *input_bytes);
+/* The user input bytes the prefix-cache scorers read at most (prefix.c). */
+size_t sched_prefix_input_budget(const sched *s, const store_snapshot *snap);
+
+/* sched_decide on facts from the body's first part instead of the whole
+ * body: |facts| holds the model and hashed-input spans (early_facts);
+ * req->body_len is the announced body length (or what arrived), for the
+ * in-flight token estimate. res->body stays NULL: the caller forwards the
+ * body and rewrites the model itself. */
+struct body_req;
+void sched_decide_early(const sched *s, const store_snapshot *snap, const sched_request *req,
+			const struct body_req *facts, arena *a, sched_result *res);
+/* The body of an early decision ended at |body_len| forwarded bytes: the
+ * size for the metrics and the in-flight token estimate follow it. */
+void sched_early_body_done(const sched *s, sched_result *res, size_t body_len);
+
 /* A request without a body: a uniformly random endpoint of the pool, or
  * SCHED_INTERNAL "no pods available in datastore". */
 void sched_pick_any(const store_snapshot *snap, arena *a, sched_result *res);

@@ -26,8 +26,7 @@ static void minmax_score(const sched_ctx *c, const store_endpoint *const *eps, s
 	for (size_t i = 0; i < n; i++) {
 		const store_metrics *m = &eps[i]->m;
 		long long v = (long long)(use_running ? m->running : m->waiting_queue);
-		if (c->s->inflight)
-			v += inflight_since(c->s->inflight, eps[i]->name, m->update_ms);
+		v += inflight_since_ep(c, eps[i]);
 		out[i] = (double)v;
 		if (i == 0 || v < lo)
 			lo = v;
@@ -246,9 +245,8 @@ static void token_load_score(const sched_plugin *p, const sched_ctx *c,
 {
 	const struct token_load_cfg *cfg = p->cfg;
 	for (size_t i = 0; i < n; i++) {
-		int64_t reqs = 0, tokens = 0;
-		if (c->s->inflight)
-			inflight_get(c->s->inflight, eps[i]->name, &reqs, &tokens);
+		int64_t reqs, tokens;
+		inflight_get_ep(c, eps[i], &reqs, &tokens);
 		double load = (double)tokens;
 		if (load <= 0) {
 			out[i] = 1.0;

@@ -60,6 +60,7 @@ static void snapshot_free(store_snapshot *snap)
 		snap->sched_release(snap->sched);
 	store_catalog_unref(snap->catalog);
 	arena_free(&snap->mem);
+	free(atomic_load(&snap->derived));
 	free(snap);
 }
 

@@ -136,6 +136,11 @@ typedef struct store_snapshot {
 	store_endpoint *endpoints;
 	uint32_t n_endpoints;
 	arena mem;                  /* owns endpoints and their strings */
+	/* What the scheduler derives from the snapshot once, by the first
+	 * request that needs it (the in-flight slots of the endpoints, by
+	 * store_endpoint.index): malloc'd, set once by compare-and-swap, freed
+	 * with the snapshot. The snapshot's own data never changes. */
+	_Atomic(void *) derived;
 } store_snapshot;
 
 typedef struct store store;

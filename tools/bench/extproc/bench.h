@@ -67,6 +67,8 @@ typedef struct bench_opts {
 	bool trailers;       /* end the request with trailers instead of eos */
 	bool response;       /* run the response phases too */
 	bool unique;         /* a new prompt prefix on every request */
+	double pace_us;      /* > 0: one body message every pace_us (a client
+			      * uploading at a bounded rate); 0: all at once */
 	int objectives;      /* > 0: x-gateway-inference-objective obj-<i % n> */
 	const char *model;
 	int pid;             /* server process to measure, 0: none */

@@ -16,7 +16,11 @@
  * The decision latency runs from the moment the last byte of the message
  * that completes the request (the last body chunk, or the trailers) is handed
  * to nghttp2 for sending to the moment the request_headers response is
- * decoded. */
+ * decoded (0 when it came before that). With --pace-us the body messages are handed over one at a time
+ * (a client uploading at a bounded rate), and the run also reports when the
+ * request_headers response came relative to the first and the last body
+ * message: a server that answers before the body ends (kepp's early pick)
+ * shows it there. */
 #include "bench.h"
 
 #include <arpa/inet.h>
@@ -77,6 +81,12 @@ typedef struct req {
 	int grpc_status;       /* -1 until seen */
 	int err;               /* -1 or E_* */
 	int http_status;       /* immediate_response status */
+	/* --pace-us: the next body message to hand over */
+	int v;
+	size_t next_msg, next_off;
+	struct event *pace;
+	size_t first_end;      /* out_sent at which the first body message is out */
+	uint64_t t_first;
 } req;
 
 struct conn {
@@ -92,6 +102,11 @@ typedef struct lat {
 	uint64_t *v;
 	size_t n, cap;
 } lat;
+
+typedef struct slat {
+	int64_t *v;
+	size_t n, cap;
+} slat;
 
 typedef struct dest {
 	char name[64];
@@ -111,6 +126,8 @@ static struct {
 	bbuf hdr_msg;          /* the request_headers message being built */
 	bbuf uniq;             /* --unique: this request's copy of the body messages */
 	size_t prompt_off;     /* where the prompt starts in every bodies[v] */
+	size_t *msg_len;       /* framed size of each body message (all variants alike) */
+	size_t n_msgs;
 	size_t body_size;
 	/* schedule */
 	bool running, stopping, failed;
@@ -124,6 +141,8 @@ static struct {
 	struct event *tick;
 	/* results */
 	lat decide, total;
+	lat hdr_first, last_first; /* headers response / last body message after the first */
+	slat lead;                 /* last body message sent minus headers response */
 	uint64_t done_window, ok_window, done_all;
 	uint64_t errs[E_N];
 	int last_http_status;
@@ -270,7 +289,14 @@ static void prepare_messages(const bench_opts *o)
 		do {
 			size_t n = body.len - off > o->chunk ? o->chunk : body.len - off;
 			bool last = off + n == body.len;
+			size_t before = B.bodies[v].len;
 			pb_body(&B.bodies[v], true, body.p + off, n, last && !o->trailers);
+			if (v == 0) {
+				B.msg_len = realloc(B.msg_len, (B.n_msgs + 1) * sizeof(size_t));
+				if (!B.msg_len)
+					abort();
+				B.msg_len[B.n_msgs++] = B.bodies[v].len - before;
+			}
 			off += n;
 		} while (off < body.len);
 		if (o->trailers)
@@ -427,6 +453,8 @@ static ssize_t data_read(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t l
 	if (n < 0)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	r->out_sent += (size_t)n;
+	if (!r->t_first && r->out_sent >= r->first_end)
+		r->t_first = now_ns();
 	if (!r->t_sent && r->out_sent >= r->decisive_end)
 		r->t_sent = now_ns();
 	if (evbuffer_get_length(r->out) == 0) {
@@ -453,8 +481,10 @@ static req *req_alloc(void)
 			abort();
 	}
 	struct evbuffer *out = r->out;
+	struct event *pace = r->pace;
 	memset(r, 0, sizeof(*r));
 	r->out = out;
+	r->pace = pace;
 	xp_dec_init(&r->dec, MAX_MSG);
 	r->grpc_status = -1;
 	r->err = -1;
@@ -463,10 +493,35 @@ static req *req_alloc(void)
 
 static void req_release(req *r)
 {
+	if (r->pace)
+		evtimer_del(r->pace);
 	xp_dec_free(&r->dec);
 	evbuffer_drain(r->out, evbuffer_get_length(r->out));
 	r->next_free = B.free_reqs;
 	B.free_reqs = r;
+}
+
+static void pace_arm(req *r)
+{
+	double us = B.o->pace_us;
+	struct timeval tv = {(time_t)(us / 1e6), (suseconds_t)((long long)us % 1000000)};
+	evtimer_add(r->pace, &tv);
+}
+
+/* --pace-us: the next body message joins what nghttp2 sends. */
+static void on_pace(evutil_socket_t fd, short what, void *arg)
+{
+	req *r = arg;
+	if (r->stage != ST_REQ || r->next_msg >= B.n_msgs)
+		return;
+	size_t n = B.msg_len[r->next_msg];
+	evbuffer_add_reference(r->out, B.bodies[r->v].p + r->next_off, n, NULL, NULL);
+	r->next_off += n;
+	r->next_msg++;
+	req_resume(r);
+	conn_send(r->c);
+	if (r->next_msg < B.n_msgs)
+		pace_arm(r);
 }
 
 static void req_start(conn *c, uint64_t t_sched)
@@ -509,9 +564,18 @@ static void req_start(conn *c, uint64_t t_sched)
 		snprintf(ctr, sizeof(ctr), "%016llx", (unsigned long long)B.started);
 		memcpy(B.uniq.p + B.prompt_off, ctr, 16);
 		evbuffer_add(r->out, B.uniq.p, B.uniq.len);
+	} else if (o->pace_us > 0 && B.n_msgs > 1) {
+		if (!r->pace && !(r->pace = evtimer_new(B.base, on_pace, r)))
+			abort();
+		r->v = v;
+		r->next_msg = 1;
+		r->next_off = B.msg_len[0];
+		evbuffer_add_reference(r->out, B.bodies[v].p, B.msg_len[0], NULL, NULL);
+		pace_arm(r);
 	} else {
 		evbuffer_add_reference(r->out, B.bodies[v].p, B.bodies[v].len, NULL, NULL);
 	}
+	r->first_end = hb->len + B.msg_len[0];
 	r->decisive_end = hb->len + B.bodies[v].len;
 	B.started++;
 
@@ -553,6 +617,17 @@ static void lat_add(lat *l, uint64_t v)
 	l->v[l->n++] = v;
 }
 
+static void slat_add(slat *l, int64_t v)
+{
+	if (l->n == l->cap) {
+		l->cap = l->cap ? l->cap * 2 : 4096;
+		l->v = realloc(l->v, l->cap * sizeof(*l->v));
+		if (!l->v)
+			abort();
+	}
+	l->v[l->n++] = v;
+}
+
 static void req_done(req *r, uint32_t h2_error)
 {
 	uint64_t t = now_ns();
@@ -571,8 +646,16 @@ static void req_done(req *r, uint32_t h2_error)
 			B.last_http_status = r->http_status;
 	}
 	if (r->t_start >= B.t_warm && r->t_start < B.t_stop && r->err < 0) {
-		if (r->t_sent && r->t_decided >= r->t_sent)
-			lat_add(&B.decide, r->t_decided - r->t_sent);
+		/* 0 when the answer came before the body was out (an early pick):
+		 * the decision held nothing up. */
+		if (r->t_sent && r->t_decided)
+			lat_add(&B.decide,
+				r->t_decided >= r->t_sent ? r->t_decided - r->t_sent : 0);
+		if (r->t_first && r->t_sent && r->t_decided >= r->t_first) {
+			lat_add(&B.hdr_first, r->t_decided - r->t_first);
+			lat_add(&B.last_first, r->t_sent - r->t_first);
+			slat_add(&B.lead, (int64_t)(r->t_sent - r->t_decided));
+		}
 		lat_add(&B.total, t - r->t_sched);
 	}
 }
@@ -913,6 +996,21 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+static int cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static double spct(const slat *l, double p)
+{
+	if (!l->n)
+		return NAN;
+	size_t i = (size_t)ceil(p / 100.0 * (double)l->n);
+	i = i > 0 ? i - 1 : 0;
+	return (double)l->v[i < l->n ? i : l->n - 1];
+}
+
 static double pct(const lat *l, double p)
 {
 	if (!l->n)
@@ -945,6 +1043,9 @@ static void report(void)
 	double window = o->duration;
 	qsort(B.decide.v, B.decide.n, sizeof(uint64_t), cmp_u64);
 	qsort(B.total.v, B.total.n, sizeof(uint64_t), cmp_u64);
+	qsort(B.hdr_first.v, B.hdr_first.n, sizeof(uint64_t), cmp_u64);
+	qsort(B.last_first.v, B.last_first.n, sizeof(uint64_t), cmp_u64);
+	qsort(B.lead.v, B.lead.n, sizeof(int64_t), cmp_i64);
 	double rps = (double)B.ok_window / window;
 	double cpu_s = o->pid && B.cpu_stop >= 0 && B.cpu_warm >= 0
 			       ? (double)(B.cpu_stop - B.cpu_warm) / tick : NAN;
@@ -997,6 +1098,18 @@ static void report(void)
 		json_num(f, "p90", tl[1] / 1e6, true);
 		json_num(f, "p99", tl[2] / 1e6, true);
 		json_num(f, "p999", tl[3] / 1e6, false);
+		/* Headers response and last body message, after the first body
+		 * message was handed over; lead: how long before the last body
+		 * message the headers response came (negative: after it). */
+		fprintf(f, "},\"hdr_after_first_ms\":{");
+		json_num(f, "p50", pct(&B.hdr_first, 50) / 1e6, true);
+		json_num(f, "p99", pct(&B.hdr_first, 99) / 1e6, false);
+		fprintf(f, "},\"last_after_first_ms\":{");
+		json_num(f, "p50", pct(&B.last_first, 50) / 1e6, true);
+		json_num(f, "p99", pct(&B.last_first, 99) / 1e6, false);
+		fprintf(f, "},\"hdr_lead_ms\":{");
+		json_num(f, "p1", spct(&B.lead, 1) / 1e6, true);
+		json_num(f, "p50", spct(&B.lead, 50) / 1e6, false);
 		fprintf(f, "},");
 		json_num(f, "server_cpu_s", cpu_s, true);
 		json_num(f, "server_cpu_pct", cpu_s / window * 100, true);
@@ -1040,6 +1153,10 @@ static void report(void)
 	       d[1] / 1e3, d[2] / 1e3, d[3] / 1e3, d[4] / 1e3);
 	printf("  request ms:  p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f\n", tl[0] / 1e6,
 	       tl[1] / 1e6, tl[2] / 1e6, tl[3] / 1e6);
+	printf("  after the first body message, ms p50: headers response %.3f, last body "
+	       "message %.3f; headers response before the last body message: p50 %.3f ms\n",
+	       pct(&B.hdr_first, 50) / 1e6, pct(&B.last_first, 50) / 1e6,
+	       spct(&B.lead, 50) / 1e6);
 	if (o->pid)
 		printf("  server: %.2f CPU s (%.0f%% of a core), %.1f us/req, idle %.1f%%, net %.1f "
 		       "us/req, worker threads %.1f us/req, VmHWM %ld kB, VmRSS %ld kB\n",
@@ -1059,6 +1176,8 @@ static void cleanup(void)
 		req *r = B.free_reqs;
 		B.free_reqs = r->next_free;
 		evbuffer_free(r->out);
+		if (r->pace)
+			event_free(r->pace);
 		free(r);
 	}
 	for (int v = 0; B.bodies && v < B.o->variants; v++)
@@ -1069,6 +1188,10 @@ static void cleanup(void)
 	bb_free(&B.uniq);
 	free(B.decide.v);
 	free(B.total.v);
+	free(B.hdr_first.v);
+	free(B.last_first.v);
+	free(B.lead.v);
+	free(B.msg_len);
 	free(B.backlog);
 	free(B.conns);
 	if (B.tick)

@@ -37,6 +37,8 @@ static void usage(FILE *f)
 		"                        DATA frame of the downstream, as Envoy forwards them)\n"
 		"  --variants N          distinct prompts, in groups of 4 sharing a prefix (64;\n"
 		"                        fewer when they would take more than 64 MiB)\n"
+		"  --pace-us U           hand over one body message every U microseconds (a\n"
+		"                        client uploading at a bounded rate; default: all at once)\n"
 		"  --trailers            end the request with request_trailers, not end_of_stream\n"
 		"  --response            run the response phases (headers, body) too\n"
 		"  --unique              a new prompt prefix on every request (fills the\n"
@@ -121,6 +123,8 @@ int main(int argc, char **argv)
 			bad = size_arg(v, &o.body_size);
 		} else if (!strcmp(a, "--chunk")) {
 			bad = size_arg(v, &o.chunk);
+		} else if (!strcmp(a, "--pace-us")) {
+			o.pace_us = atof(v);
 		} else if (!strcmp(a, "--variants")) {
 			o.variants = atoi(v);
 		} else if (!strcmp(a, "--objectives")) {
@@ -147,7 +151,8 @@ int main(int argc, char **argv)
 	if (o.conns < 1 || o.conns > 4096 || o.streams < 1 || o.streams > 1000 || o.chunk < 1 ||
 	    o.chunk > (16u << 20) || o.body_size > (64u << 20) || o.variants < 1 ||
 	    o.variants > 1024 || o.duration <= 0 || o.warmup < 0 || o.rate < 0 || o.idle < 0 ||
-	    o.rss_every < 0 || o.port < 1 || o.port > 65535 || strlen(o.model) > 256) {
+	    o.rss_every < 0 || o.pace_us < 0 || (o.pace_us > 0 && o.unique) || o.port < 1 ||
+	    o.port > 65535 || strlen(o.model) > 256) {
 		fprintf(stderr, "bench-extproc: a flag is out of range\n");
 		usage(stderr);
 		return 2;

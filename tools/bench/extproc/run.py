@@ -14,8 +14,10 @@ the same run on the same machine:
 and prints markdown tables: body sizes 1 KB / 16 KB / 256 KB / 1 MB with TLS
 off and on, the decision latency at a fixed rate, endpoint counts 10 / 100 /
 1000, RSS with 1,000 endpoints and 10,000 objectives, RSS over a long run,
-and the goals. Every server runs with --workers 1 so the load generator has
-the other core of a 2-core machine.
+when the headers response leaves for a 1 MB prompt uploaded at a bounded rate
+and at full speed with --early-pick on and off ("early"), and the goals. Every
+server runs with --workers 1 so the load generator has the other core of a
+2-core machine.
 
   BUILD=build /usr/bin/python3 tools/bench/extproc/run.py            # ~7 minutes
   BUILD=build /usr/bin/python3 tools/bench/extproc/run.py --quick    # < 2 minutes
@@ -153,7 +155,8 @@ class Bench:
     def endpoints(self, n):
         return ",".join("%s:%d" % (sim_addr(i), self.sim_port) for i in range(n))
 
-    def start_server(self, target, tls=False, n_eps=100, refresh=None, manifests=None):
+    def start_server(self, target, tls=False, n_eps=100, refresh=None, manifests=None,
+                     extra=()):
         port = free_port()
         if target == "nullxp":
             args = [os.path.join(BUILD_DIR, "bench-nullxp"), "--port", str(port),
@@ -162,13 +165,15 @@ class Bench:
                 args.append("--tls")
         else:
             args = [os.path.join(BUILD_DIR, "kepp"), "--grpc-port", str(port),
-                    "--grpc-health-port", str(free_port()), "--kernel=off", "--workers", "1",
+                    "--grpc-health-port", str(free_port()), "--metrics-port", str(free_port()),
+                    "--kernel=off", "--workers", "1",
                     "--secure-serving=%s" % ("true" if tls else "false"),
                     "--endpoints", self.endpoints(n_eps), "--pool-name", POOL]
             if refresh:
                 args += ["--refresh-metrics-interval", refresh]
             if target == "kepp-random":
                 args += ["--config-text", RANDOM_CONFIG]
+            args += list(extra)
             if manifests:
                 # kepp reads at most 1024 YAML documents per file: a folder of files.
                 folder = os.path.join(self.tmp, "manifests")
@@ -286,6 +291,42 @@ class Bench:
                 fmt(d["p999"], 0), fmt(d["max"], 0), fmt(r["total_ms"]["p99"], 2),
                 fmt(r["server_cpu_pct"], 0), fmt(r["worker_us_per_req"], 1), r["errors"],
                 r["load1"]))
+        return out
+
+    def early(self):
+        """A 1 MB prompt in 64 KB body messages, one request at a time: paced
+        (a client uploading 64 KB every 2 ms or 5 ms, as Envoy forwards the
+        chunks as they come) and at full speed, with --early-pick on and off
+        side by side."""
+        uploads = [("64 KB / 5 ms", "64k", 5000), ("64 KB / 2 ms", "64k", 2000),
+                   ("64 KB, full speed", "64k", 0), ("16 KB, full speed", "16k", 0)]
+        if self.a.quick:
+            uploads = uploads[1:3]
+        out = {}
+        for early in ("true", "false"):
+            p = self.start_server("kepp-default", extra=["--early-pick=" + early])
+            p.name = "kepp early-pick=" + early
+            for label, chunk, pace in uploads:
+                extra = ["--chunk", chunk] + (["--pace-us", str(pace)] if pace else [])
+                out[(early, label)] = self.bench(p, "1 MB %s" % label, 1048576, conns=1,
+                                                 streams=1, extra=extra)
+            self.stop_server(p)
+        print("\n### Early pick: a 1 MB prompt, one request at a time, 100 endpoints, h2c, "
+              "--workers 1\n")
+        print("Times after the first body message was handed to HTTP/2 (p50 over the run); "
+              "*lead* is how long before the last body message the headers response came "
+              "(negative: after it).\n")
+        print("| upload | --early-pick | headers response (ms) | last body message (ms) | "
+              "lead p50 (ms) | lead p1 (ms) | request p50 (ms) | worker us/req | req/s |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        for label, _, _ in uploads:
+            for early in ("true", "false"):
+                r = out[(early, label)]
+                print("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                    label, early, fmt(r["hdr_after_first_ms"]["p50"], 2),
+                    fmt(r["last_after_first_ms"]["p50"], 2), fmt(r["hdr_lead_ms"]["p50"], 2),
+                    fmt(r["hdr_lead_ms"]["p1"], 2), fmt(r["total_ms"]["p50"], 2),
+                    fmt(r["worker_us_per_req"], 0), fmt(r["rps"], 0)))
         return out
 
     def endpoint_counts(self):
@@ -499,8 +540,9 @@ def goals(m, lat, rss, long):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="short runs, fewer cases (< 2 min)")
-    ap.add_argument("--only", default="matrix,latency,endpoints,rss,long",
-                    help="comma list of sections: matrix,latency,endpoints,rss,long,profile")
+    ap.add_argument("--only", default="matrix,latency,endpoints,rss,long,early",
+                    help="comma list of sections: matrix,latency,endpoints,rss,long,early,"
+                    "profile")
     ap.add_argument("--profile", action="store_true", help="add the perf/malloc section")
     ap.add_argument("--duration", type=float, help="measured seconds per run")
     ap.add_argument("--long", type=int, help="seconds of the long run")
@@ -536,6 +578,8 @@ def main():
             rss = b.rss()
         if "long" in sections:
             long = [b.long_run(False), b.long_run(True)]
+        if "early" in sections:
+            b.early()
         if "profile" in sections:
             b.profile()
         goals(m, lat, rss, long)

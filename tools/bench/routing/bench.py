@@ -52,6 +52,8 @@ import tempfile
 import time
 import urllib.request
 
+import yaml
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
 
@@ -74,33 +76,29 @@ schedulingProfiles:
   - pluginRef: max-score-picker
 """
 
-# The built-in default (queue 2, KV 2, prefix 3) plus LoRA affinity at weight 1,
-# as in the reference's documented example; %(params)s is kepp's extension or "".
-KEPP_LORA_CONFIG = """\
-apiVersion: inference.networking.x-k8s.io/v1alpha1
-kind: EndpointPickerConfig
-plugins:
-- type: queue-scorer
-- type: kv-cache-utilization-scorer
-- type: prefix-cache-scorer
-- type: lora-affinity-scorer
-%(params)s- type: max-score-picker
-schedulingProfiles:
-- name: default
-  plugins:
-  - pluginRef: queue-scorer
-    weight: 2
-  - pluginRef: kv-cache-utilization-scorer
-    weight: 2
-  - pluginRef: prefix-cache-scorer
-    weight: 3
-  - pluginRef: lora-affinity-scorer
-    weight: %(weight)g
-  - pluginRef: max-score-picker
-"""
+# The policies kepp serves, with their --config-text: None is the built-in
+# default; the LoRA ones come from lora_config() in run_one.
+KEPP_CONFIGS = {"least-queue": LEAST_QUEUE_CONFIG, "kepp": None, "kepp-lora": None,
+                "kepp-lora-ref": None}
 
-KEPP_CONFIGS = {"least-queue": LEAST_QUEUE_CONFIG, "kepp": None, "kepp-lora": KEPP_LORA_CONFIG,
-                "kepp-lora-ref": KEPP_LORA_CONFIG}
+
+def lora_config(weight, resident):
+    """kepp's LoRA profile, deploy/examples/lora-config.yaml (the built-in
+    default, queue 2, KV 2, prefix 3, plus LoRA affinity), with the affinity
+    weight set; without |resident| the scorer is the reference's (no
+    residentAdapters), which at weight 1 is the reference's documented
+    example."""
+    with open(os.path.join(ROOT, "deploy", "examples", "lora-config.yaml")) as f:
+        cfg = yaml.safe_load(f)
+    for p in cfg["plugins"]:
+        if p["type"] == "lora-affinity-scorer" and not resident:
+            p.pop("parameters", None)
+    for profile in cfg["schedulingProfiles"]:
+        for ref in profile["plugins"]:
+            if ref["pluginRef"] == "lora-affinity-scorer":
+                ref["weight"] = int(weight) if weight == int(weight) else weight
+    return yaml.safe_dump(cfg, sort_keys=False)
+
 
 WORDS = ("alpha beta gamma delta kernel socket packet route queue cache token model "
          "server batch prefix adapter latency stream gateway envoy picker score weight "
@@ -231,6 +229,7 @@ class Procs:
             self.kepp_args = [os.path.join(args.build_dir, "kepp"), "--secure-serving=false",
                               "--kernel=off", "--grpc-port", str(self.grpc_port),
                               "--grpc-health-port", str(self.health_port),
+                              "--metrics-port", str(free_port()),
                               "--endpoints", ",".join(self.endpoints),
                               "--refresh-metrics-interval", args.scrape]
             if config is not None:
@@ -657,10 +656,9 @@ def run_one(args, name, w, policy, rate):
     use_kepp = policy in KEPP_CONFIGS
     config = KEPP_CONFIGS.get(policy)
     if policy == "kepp-lora":
-        config %= {"params": "  parameters: {residentAdapters: true}\n",
-                   "weight": args.lora_weight}
+        config = lora_config(args.lora_weight, resident=True)
     elif policy == "kepp-lora-ref":
-        config %= {"params": "", "weight": 1}
+        config = lora_config(1, resident=False)
     procs = Procs(args, w["sim"] + lora_flag(name, w), time_scale(args, w), config, use_kepp)
     try:
         procs.start()
