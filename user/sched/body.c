@@ -12,58 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- Go's checkValid ------------------------------------------------------ */
-
-enum {
-	ST_BEGIN_VALUE,
-	ST_BEGIN_VALUE_OR_EMPTY,
-	ST_BEGIN_STRING_OR_EMPTY,
-	ST_BEGIN_STRING,
-	ST_END_VALUE,
-	ST_END_TOP,
-	ST_STR,
-	ST_STR_ESC,
-	ST_U,
-	ST_U1,
-	ST_U12,
-	ST_U123,
-	ST_NEG,
-	ST_1,
-	ST_0,
-	ST_DOT,
-	ST_DOT0,
-	ST_E,
-	ST_ESIGN,
-	ST_E0,
-	ST_T,
-	ST_TR,
-	ST_TRU,
-	ST_F,
-	ST_FA,
-	ST_FAL,
-	ST_FALS,
-	ST_N,
-	ST_NU,
-	ST_NUL,
-	ST_ERROR,
-};
-
-enum { PS_KEY, PS_VALUE, PS_ARRAY };
-
-struct scan {
-	int step;
-	int ps; /* parse state of the innermost container */
-	bool end_top;
-	uint32_t depth;
-	unsigned char errc;
-	const char *ctx; /* error context; NULL with errc 0 means "unexpected end" */
-	uint64_t obj[(BJ_MAX_DEPTH + 63) / 64]; /* bit i: container i is an object */
-};
-
-static inline bool is_space(unsigned char c)
-{
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
+/* Go's checkValid is jscan (jscan.h); these are the other passes. */
 
 static inline bool is_hex(unsigned char c)
 {
@@ -73,64 +22,17 @@ static inline bool is_hex(unsigned char c)
 /* ---- string runs, eight bytes at a time ------------------------------------- */
 
 /* Prompts are most of a body, so every pass over string contents goes
- * through these. A flag's lowest set byte is the first byte that matches
- * exactly (higher bytes may be false positives from the borrow). */
-#define ONES 0x0101010101010101ULL
-#define HIGHS 0x8080808080808080ULL
-
-static inline uint64_t load8(const unsigned char *p)
-{
-	uint64_t v;
-	memcpy(&v, p, 8);
-	return v;
-}
-
-static inline uint64_t zero_bytes(uint64_t v)
-{
-	return (v - ONES) & ~v & HIGHS;
-}
-
-static inline uint64_t eq_bytes(uint64_t v, unsigned char c)
-{
-	return zero_bytes(v ^ (ONES * c));
-}
-
-/* Bytes < 0x20 (the high bit excluded by ~v). */
-static inline uint64_t ctl_bytes(uint64_t v)
-{
-	return (v - ONES * 0x20) & ~v & HIGHS;
-}
-
-static inline size_t first_flag(uint64_t m)
-{
-	return (size_t)__builtin_ctzll(m) / 8;
-}
-
-/* Length of the run at p of bytes that are not '"', '\\' or a control
- * character: what bj_check's string state accepts without a step. */
-static size_t run_str_plain(const unsigned char *p, size_t n)
-{
-	size_t i = 0;
-	for (; i + 8 <= n; i += 8) {
-		uint64_t v = load8(p + i);
-		uint64_t m = eq_bytes(v, '"') | eq_bytes(v, '\\') | ctl_bytes(v);
-		if (m)
-			return i + first_flag(m);
-	}
-	while (i < n && p[i] >= 0x20 && p[i] != '"' && p[i] != '\\')
-		i++;
-	return i;
-}
+ * through these (bj_check's through jscan_str_run). */
 
 /* Length of the run at p without '"' or '\\' (inside checked text). */
 static size_t run_no_quote(const unsigned char *p, size_t n)
 {
 	size_t i = 0;
 	for (; i + 8 <= n; i += 8) {
-		uint64_t v = load8(p + i);
-		uint64_t m = eq_bytes(v, '"') | eq_bytes(v, '\\');
+		uint64_t v = jscan_load8(p + i);
+		uint64_t m = jscan_eq_bytes(v, '"') | jscan_eq_bytes(v, '\\');
 		if (m)
-			return i + first_flag(m);
+			return i + jscan_first_flag(m);
 	}
 	while (i < n && p[i] != '"' && p[i] != '\\')
 		i++;
@@ -143,330 +45,14 @@ static size_t run_ascii_plain(const unsigned char *p, size_t n)
 {
 	size_t i = 0;
 	for (; i + 8 <= n; i += 8) {
-		uint64_t v = load8(p + i);
-		uint64_t m = eq_bytes(v, '\\') | (v & HIGHS);
+		uint64_t v = jscan_load8(p + i);
+		uint64_t m = jscan_eq_bytes(v, '\\') | (v & JSCAN_HIGHS);
 		if (m)
-			return i + first_flag(m);
+			return i + jscan_first_flag(m);
 	}
 	while (i < n && p[i] < 0x80 && p[i] != '\\')
 		i++;
 	return i;
-}
-
-static int sc_error(struct scan *s, unsigned char c, const char *ctx)
-{
-	s->step = ST_ERROR;
-	s->errc = c;
-	s->ctx = ctx;
-	return -1;
-}
-
-static int sc_push(struct scan *s, unsigned char c, bool object)
-{
-	if (s->depth >= BJ_MAX_DEPTH)
-		return sc_error(s, c, "exceeded max depth");
-	if (object)
-		s->obj[s->depth / 64] |= 1ULL << (s->depth % 64);
-	else
-		s->obj[s->depth / 64] &= ~(1ULL << (s->depth % 64));
-	s->depth++;
-	s->ps = object ? PS_KEY : PS_ARRAY;
-	return 0;
-}
-
-static void sc_pop(struct scan *s)
-{
-	s->depth--;
-	if (s->depth == 0) {
-		s->step = ST_END_TOP;
-		s->end_top = true;
-		return;
-	}
-	s->step = ST_END_VALUE;
-	uint32_t i = s->depth - 1;
-	s->ps = (s->obj[i / 64] >> (i % 64)) & 1 ? PS_VALUE : PS_ARRAY;
-}
-
-/* One byte through the state machine; the cases mirror scanner.go's state
- * functions, "continue" stands for one state function calling another. */
-static int sc_step(struct scan *s, unsigned char c)
-{
-	for (;;) {
-		switch (s->step) {
-		case ST_BEGIN_VALUE_OR_EMPTY:
-			if (is_space(c))
-				return 0;
-			s->step = c == ']' ? ST_END_VALUE : ST_BEGIN_VALUE;
-			continue;
-		case ST_BEGIN_VALUE:
-			if (is_space(c))
-				return 0;
-			switch (c) {
-			case '{':
-				s->step = ST_BEGIN_STRING_OR_EMPTY;
-				return sc_push(s, c, true);
-			case '[':
-				s->step = ST_BEGIN_VALUE_OR_EMPTY;
-				return sc_push(s, c, false);
-			case '"':
-				s->step = ST_STR;
-				return 0;
-			case '-':
-				s->step = ST_NEG;
-				return 0;
-			case '0':
-				s->step = ST_0;
-				return 0;
-			case 't':
-				s->step = ST_T;
-				return 0;
-			case 'f':
-				s->step = ST_F;
-				return 0;
-			case 'n':
-				s->step = ST_N;
-				return 0;
-			}
-			if (c >= '1' && c <= '9') {
-				s->step = ST_1;
-				return 0;
-			}
-			return sc_error(s, c, "looking for beginning of value");
-		case ST_BEGIN_STRING_OR_EMPTY:
-			if (is_space(c))
-				return 0;
-			if (c == '}') {
-				s->ps = PS_VALUE;
-				s->step = ST_END_VALUE;
-				continue;
-			}
-			s->step = ST_BEGIN_STRING;
-			continue;
-		case ST_BEGIN_STRING:
-			if (is_space(c))
-				return 0;
-			if (c == '"') {
-				s->step = ST_STR;
-				return 0;
-			}
-			return sc_error(s, c, "looking for beginning of object key string");
-		case ST_END_VALUE:
-			if (s->depth == 0) {
-				s->step = ST_END_TOP;
-				s->end_top = true;
-				continue;
-			}
-			if (is_space(c))
-				return 0;
-			switch (s->ps) {
-			case PS_KEY:
-				if (c == ':') {
-					s->ps = PS_VALUE;
-					s->step = ST_BEGIN_VALUE;
-					return 0;
-				}
-				return sc_error(s, c, "after object key");
-			case PS_VALUE:
-				if (c == ',') {
-					s->ps = PS_KEY;
-					s->step = ST_BEGIN_STRING;
-					return 0;
-				}
-				if (c == '}') {
-					sc_pop(s);
-					return 0;
-				}
-				return sc_error(s, c, "after object key:value pair");
-			default:
-				if (c == ',') {
-					s->step = ST_BEGIN_VALUE;
-					return 0;
-				}
-				if (c == ']') {
-					sc_pop(s);
-					return 0;
-				}
-				return sc_error(s, c, "after array element");
-			}
-		case ST_END_TOP:
-			if (!is_space(c))
-				return sc_error(s, c, "after top-level value");
-			return 0;
-		case ST_STR:
-			if (c == '"') {
-				s->step = ST_END_VALUE;
-				return 0;
-			}
-			if (c == '\\') {
-				s->step = ST_STR_ESC;
-				return 0;
-			}
-			if (c < 0x20)
-				return sc_error(s, c, "in string literal");
-			return 0;
-		case ST_STR_ESC:
-			switch (c) {
-			case 'b': case 'f': case 'n': case 'r': case 't':
-			case '\\': case '/': case '"':
-				s->step = ST_STR;
-				return 0;
-			case 'u':
-				s->step = ST_U;
-				return 0;
-			}
-			return sc_error(s, c, "in string escape code");
-		case ST_U:
-		case ST_U1:
-		case ST_U12:
-		case ST_U123:
-			if (!is_hex(c))
-				return sc_error(s, c, "in \\u hexadecimal character escape");
-			s->step = s->step == ST_U123 ? ST_STR : s->step + 1;
-			return 0;
-		case ST_NEG:
-			if (c == '0') {
-				s->step = ST_0;
-				return 0;
-			}
-			if (c >= '1' && c <= '9') {
-				s->step = ST_1;
-				return 0;
-			}
-			return sc_error(s, c, "in numeric literal");
-		case ST_1:
-			if (c >= '0' && c <= '9')
-				return 0;
-			s->step = ST_0;
-			continue;
-		case ST_0:
-			if (c == '.') {
-				s->step = ST_DOT;
-				return 0;
-			}
-			if (c == 'e' || c == 'E') {
-				s->step = ST_E;
-				return 0;
-			}
-			s->step = ST_END_VALUE;
-			continue;
-		case ST_DOT:
-			if (c >= '0' && c <= '9') {
-				s->step = ST_DOT0;
-				return 0;
-			}
-			return sc_error(s, c, "after decimal point in numeric literal");
-		case ST_DOT0:
-			if (c >= '0' && c <= '9')
-				return 0;
-			if (c == 'e' || c == 'E') {
-				s->step = ST_E;
-				return 0;
-			}
-			s->step = ST_END_VALUE;
-			continue;
-		case ST_E:
-			if (c == '+' || c == '-') {
-				s->step = ST_ESIGN;
-				return 0;
-			}
-			s->step = ST_ESIGN;
-			continue;
-		case ST_ESIGN:
-			if (c >= '0' && c <= '9') {
-				s->step = ST_E0;
-				return 0;
-			}
-			return sc_error(s, c, "in exponent of numeric literal");
-		case ST_E0:
-			if (c >= '0' && c <= '9')
-				return 0;
-			s->step = ST_END_VALUE;
-			continue;
-		case ST_T:
-			if (c != 'r')
-				return sc_error(s, c, "in literal true (expecting 'r')");
-			s->step = ST_TR;
-			return 0;
-		case ST_TR:
-			if (c != 'u')
-				return sc_error(s, c, "in literal true (expecting 'u')");
-			s->step = ST_TRU;
-			return 0;
-		case ST_TRU:
-			if (c != 'e')
-				return sc_error(s, c, "in literal true (expecting 'e')");
-			s->step = ST_END_VALUE;
-			return 0;
-		case ST_F:
-			if (c != 'a')
-				return sc_error(s, c, "in literal false (expecting 'a')");
-			s->step = ST_FA;
-			return 0;
-		case ST_FA:
-			if (c != 'l')
-				return sc_error(s, c, "in literal false (expecting 'l')");
-			s->step = ST_FAL;
-			return 0;
-		case ST_FAL:
-			if (c != 's')
-				return sc_error(s, c, "in literal false (expecting 's')");
-			s->step = ST_FALS;
-			return 0;
-		case ST_FALS:
-			if (c != 'e')
-				return sc_error(s, c, "in literal false (expecting 'e')");
-			s->step = ST_END_VALUE;
-			return 0;
-		case ST_N:
-			if (c != 'u')
-				return sc_error(s, c, "in literal null (expecting 'u')");
-			s->step = ST_NU;
-			return 0;
-		case ST_NU:
-			if (c != 'l')
-				return sc_error(s, c, "in literal null (expecting 'l')");
-			s->step = ST_NUL;
-			return 0;
-		case ST_NUL:
-			if (c != 'l')
-				return sc_error(s, c, "in literal null (expecting 'l')");
-			s->step = ST_END_VALUE;
-			return 0;
-		default:
-			return -1;
-		}
-	}
-}
-
-/* Go's quoteChar: the byte as a rune in single quotes, escaped the way
- * strconv.Quote does (U+0080..U+00FF are runes, printed as UTF-8 when
- * printable). */
-static int quote_char(char *out, size_t cap, unsigned char c)
-{
-	static const char hex[] = "0123456789abcdef";
-	if (c == '\'')
-		return snprintf(out, cap, "'\\''");
-	if (c == '"')
-		return snprintf(out, cap, "'\"'");
-	if (c == '\\')
-		return snprintf(out, cap, "'\\\\'");
-	if (c >= 0x20 && c < 0x7f)
-		return snprintf(out, cap, "'%c'", c);
-	switch (c) {
-	case '\a': return snprintf(out, cap, "'\\a'");
-	case '\b': return snprintf(out, cap, "'\\b'");
-	case '\f': return snprintf(out, cap, "'\\f'");
-	case '\n': return snprintf(out, cap, "'\\n'");
-	case '\r': return snprintf(out, cap, "'\\r'");
-	case '\t': return snprintf(out, cap, "'\\t'");
-	case '\v': return snprintf(out, cap, "'\\v'");
-	}
-	if (c < 0x20 || c == 0x7f)
-		return snprintf(out, cap, "'\\x%c%c'", hex[c >> 4], hex[c & 15]);
-	/* C1 controls, NO-BREAK SPACE and SOFT HYPHEN are not printable. */
-	if (c < 0xa0 || c == 0xa0 || c == 0xad)
-		return snprintf(out, cap, "'\\u00%c%c'", hex[c >> 4], hex[c & 15]);
-	return snprintf(out, cap, "'%c%c'", 0xc0 | (c >> 6), 0x80 | (c & 0x3f));
 }
 
 /* What one checking pass records besides validity, for body_parse_request:
@@ -480,11 +66,6 @@ struct walk {
 	bool big_found;
 	bj_val big;
 };
-
-static bool is_num_step(int st)
-{
-	return st >= ST_NEG && st <= ST_E0;
-}
 
 /* A number of at most 308 characters without an exponent is below 1e308:
  * only longer ones and exponents go through strtod. */
@@ -501,32 +82,32 @@ static void walk_number(struct walk *w, size_t end)
 }
 
 /* The scan moved from (pstep, pps, pdepth) to |s| on byte i. */
-static void walk_step(struct walk *w, const struct scan *s, int pstep, int pps, uint32_t pdepth,
+static void walk_step(struct walk *w, const jscan *s, int pstep, int pps, uint32_t pdepth,
 		      size_t i)
 {
-	bool was_num = is_num_step(pstep), is_num = is_num_step(s->step);
+	bool was_num = jscan_in_number(pstep), is_num = jscan_in_number(s->step);
 	if (!was_num && is_num)
 		w->num_at = i;
 	else if (was_num && !is_num)
 		walk_number(w, i);
 	if (pdepth != 1)
 		return;
-	if (pps == PS_KEY) {
-		if ((pstep == ST_BEGIN_STRING || pstep == ST_BEGIN_STRING_OR_EMPTY) &&
-		    s->step == ST_STR)
+	if (pps == JS_PS_KEY) {
+		if ((pstep == JS_BEGIN_STRING || pstep == JS_BEGIN_STRING_OR_EMPTY) &&
+		    s->step == JS_STR)
 			w->key_at = i;
-		else if (pstep == ST_STR && s->step == ST_END_VALUE)
+		else if (pstep == JS_STR && s->step == JS_END_VALUE)
 			w->key_end = i + 1;
 		return;
 	}
-	if (pps != PS_VALUE)
+	if (pps != JS_PS_VALUE)
 		return;
-	if (pstep == ST_BEGIN_VALUE && s->step != ST_BEGIN_VALUE) {
+	if (pstep == JS_BEGIN_VALUE && s->step != JS_BEGIN_VALUE) {
 		w->val_at = i;
-	} else if (s->depth == 0 || (s->depth == 1 && s->ps == PS_KEY)) {
+	} else if (s->depth == 0 || (s->depth == 1 && s->ps == JS_PS_KEY)) {
 		/* ',' or '}' after the value: it ends at its last non-space byte. */
 		size_t end = i;
-		while (end > w->val_at && is_space((unsigned char)w->p[end - 1]))
+		while (end > w->val_at && jscan_is_space((unsigned char)w->p[end - 1]))
 			end--;
 		bj_val k = {w->p + w->key_at, w->key_end - w->key_at, BJ_STRING};
 		bj_val v = {w->p + w->val_at, end - w->val_at, BJ_NONE};
@@ -546,47 +127,28 @@ static void walk_step(struct walk *w, const struct scan *s, int pstep, int pps, 
  * document for body_parse_request (no second pass over the body). */
 static int check_walk(const char *p, size_t n, char *err, size_t errlen, struct walk *w)
 {
-	struct scan s;
-	s.step = ST_BEGIN_VALUE;
-	s.ps = PS_ARRAY;
-	s.end_top = false;
-	s.depth = 0;
-	s.ctx = NULL;
-	s.errc = 0;
+	jscan s;
+	jscan_init(&s);
 	const unsigned char *u = (const unsigned char *)p;
-	int rc = 0;
 	for (size_t i = 0; i < n; i++) {
 		/* Fast path through string bodies. */
-		if (s.step == ST_STR) {
-			i += run_str_plain(u + i, n - i);
+		if (s.step == JS_STR) {
+			i += jscan_str_run(u + i, n - i);
 			if (i == n)
 				break;
 		}
 		int pstep = s.step, pps = s.ps;
 		uint32_t pdepth = s.depth;
-		if (sc_step(&s, u[i]) < 0) {
-			rc = -1;
-			break;
+		if (jscan_step(&s, u[i]) < 0) {
+			jscan_error(&s, err, errlen);
+			return -EINVAL;
 		}
 		if (w && (s.step != pstep || s.depth != pdepth))
 			walk_step(w, &s, pstep, pps, pdepth, i);
 	}
-	if (rc == 0) {
-		if (s.end_top)
-			return 0;
-		sc_step(&s, ' ');
-		if (s.end_top && s.step != ST_ERROR)
-			return 0;
-	}
-	if (err && errlen) {
-		if (!s.ctx) {
-			snprintf(err, errlen, "unexpected end of JSON input");
-		} else {
-			char q[16];
-			quote_char(q, sizeof(q), s.errc);
-			snprintf(err, errlen, "invalid character %s %s", q, s.ctx);
-		}
-	}
+	if (jscan_eof(&s) == 0)
+		return 0;
+	jscan_error(&s, err, errlen);
 	return -EINVAL;
 }
 
@@ -599,7 +161,7 @@ int bj_check(const char *p, size_t n, char *err, size_t errlen)
 
 static const char *skip_ws(const char *p, const char *end)
 {
-	while (p < end && is_space((unsigned char)*p))
+	while (p < end && jscan_is_space((unsigned char)*p))
 		p++;
 	return p;
 }

@@ -13,11 +13,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sched/jscan.h"
 #include "sched/sched.h"
 #include "util/arena.h"
 
 /* Go's maxNestingDepth: deeper documents are a syntax error. */
-#define BJ_MAX_DEPTH 10000
+#define BJ_MAX_DEPTH JSCAN_MAX_DEPTH
 
 enum bj_type { BJ_NONE = 0, BJ_NULL, BJ_BOOL, BJ_NUMBER, BJ_STRING, BJ_ARRAY, BJ_OBJECT };
 

@@ -2,14 +2,15 @@
  * for picking before the body ends (--early-pick, user/extproc).
  *
  * Each chunk continues the scan where the previous one stopped (no rescans:
- * linear in the body). It runs Go's checkValid state machine (the same error
- * texts as bj_check), follows the top-level members, and says when what the
- * scheduler reads of the body is known: the "model" member whole, and the
- * member the prefix-cache scorer hashes (prompt, messages, input, items) up to
- * the scorer's budget, or whole. It also keeps a skeleton of the body (every
- * byte but the characters of strings longer than EARLY_STR_KEEP, which become
- * "x") so that the body's end can be validated exactly like the full-body
- * path (body_parse_request) without holding the body.
+ * linear in the body). It runs Go's checkValid state machine (jscan.h, the one
+ * bj_check runs: the same error texts), follows the top-level members, and
+ * says when what the scheduler reads of the body is known: the "model" member
+ * whole, and the member the prefix-cache scorer hashes (prompt, messages,
+ * input, items) up to the scorer's budget, or whole. It also keeps a skeleton
+ * of the body (every byte but the characters of strings longer than
+ * EARLY_STR_KEEP, which become "x") so that the body's end can be validated
+ * exactly like the full-body path (body_parse_request) without holding the
+ * body.
  */
 #ifndef KEPP_SCHED_EARLY_H
 #define KEPP_SCHED_EARLY_H
@@ -36,13 +37,8 @@ typedef struct early_span {
 /* Callers read model/input/salt, n_model, stream, off and failed; the rest
  * is the scan's own. */
 typedef struct early_scan {
-	/* Go's checkValid, resumable. */
-	int step, ps;
-	bool end_top, failed;
-	uint32_t depth;
-	unsigned char errc;
-	const char *ctx;
-	uint64_t obj[(BJ_MAX_DEPTH + 63) / 64];
+	jscan js;          /* Go's checkValid, resumable */
+	bool failed;
 	size_t off;        /* bytes scanned */
 	enum sched_api api;
 	const char *field; /* the member the prefix scorer hashes for |api|; NULL: none */
