@@ -62,7 +62,7 @@ struct kepp_backend {
 struct kepp_svc {
 	__u64 published_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_ns) of the publish */
 	__u64 max_age_ns;   /* older than this: stale, connect declines */
-	__u32 id;           /* service index, stable while kepp runs */
+	__u32 id;           /* kern_service_id(): a hash of VIP:PORT, stable across restarts */
 	__u32 flags;        /* KEPP_SVC_* */
 	__u32 n_backends;
 	__u32 affinity_pct; /* keep the client's pod while within this % of the best */

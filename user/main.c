@@ -734,9 +734,20 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 static kern_service kern_svcs[KERN_MAX_SERVICES];
 static char kern_off[512]; /* why the kernel fast path is not loaded */
 
+/* The fallback proxy's form of the fast-path services |s|[0..n). */
+static void proxy_services(const kern_service *s, size_t n, proxy_service *out)
+{
+	for (size_t i = 0; i < n; i++) {
+		memcpy(out[i].addr, s[i].addr, sizeof(out[i].addr));
+		out[i].port = s[i].port;
+		snprintf(out[i].model, sizeof(out[i].model), "%s", s[i].model);
+	}
+}
+
 /* The pool's kepp.io/fastpath annotation changed (|value| NULL: gone): its
- * services join the --fastpath ones, a flag winning on the same VIP:PORT. A
- * malformed value changes nothing, as an invalid config reload. */
+ * services join the --fastpath ones, a flag winning on the same VIP:PORT, in
+ * the maps and in the fallback proxy. A malformed value changes nothing, as
+ * an invalid config reload. */
 static void fastpath_update(app *A, const char *value)
 {
 	static bool ignored;
@@ -765,6 +776,11 @@ static void fastpath_update(app *A, const char *value)
 		     "pool", pool, "annotation", value ? value : "", "error", err, NULL);
 		return;
 	}
+	static proxy_service ps[KERN_MAX_SERVICES];
+	proxy_services(all, (size_t)n, ps);
+	if (A->proxy && proxy_set_services(A->proxy, ps, (size_t)n) < 0)
+		ulog(LOG_ERROR, "out of memory: the fallback proxy keeps its previous fast-path services",
+		     "pool", pool, NULL);
 	if (*shadowed)
 		ulog(LOG_WARN, "kepp.io/fastpath annotation: a --fastpath flag wins on the same VIP:PORT",
 		     "pool", pool, "services", shadowed, NULL);
@@ -903,11 +919,7 @@ static int kernel_start(app *A)
 	}
 	/* The fallback path: sk_lookup hands the proxy what connect declined. */
 	static proxy_service ps[KERN_MAX_SERVICES];
-	for (int i = 0; i < KF.fastpath.n; i++) {
-		memcpy(ps[i].addr, kern_svcs[i].addr, sizeof(ps[i].addr));
-		ps[i].port = kern_svcs[i].port;
-		snprintf(ps[i].model, sizeof(ps[i].model), "%s", kern_svcs[i].model);
-	}
+	proxy_services(kern_svcs, (size_t)KF.fastpath.n, ps);
 	proxy_opts po = {.store = A->store, .services = ps, .n_services = (size_t)KF.fastpath.n,
 			 .max_body_bytes = (size_t)F.max_body_bytes};
 	A->proxy = proxy_new(&po, err, sizeof(err));

@@ -7,8 +7,11 @@ and runs its real datapath in that namespace and a cgroup the test creates
 land on the best pod), an update changes a model and adds a port, a
 malformed value keeps the services in force and says why, removal stops
 steering at once, --fastpath flags merge with the annotation (a flag wins),
-a restarted kepp keeps the annotation's services until it has read the
-pool again, and deploy/examples/fastpath/ works as shipped.
+the fallback proxy follows the same live set (a client outside the cgroup
+gets the annotation's model filled in, the new one after a change, and
+none once the service is gone), a restarted kepp keeps the annotation's
+services until it has read the pool again, and deploy/examples/fastpath/
+works as shipped.
 
 Needs root, bpffs and cgroup2, as test_kernel (a BPF test never skips in
 silence)."""
@@ -236,6 +239,96 @@ def test_annotation_is_the_live_service_set(fx):
     wait_tables(env, {"%s:80" % VIP})
     eq(answer(env), BEST, "steered again")
     k.stop()  # exit code 0 (and under ASan: no leak)
+
+
+# One keep-alive HTTP connection to VIP:PORT: POSTs each line of stdin as
+# the body and prints each answer as a JSON line; |local| (the client's
+# port) tells which connection carried it (http.client reconnects after
+# Connection: close).
+POSTER = r"""
+import http.client, json, sys
+c = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=10)
+for line in sys.stdin:
+    c.request("POST", "/v1/completions", body=line.strip().encode(),
+              headers={"Content-Type": "application/json"})
+    local = c.sock.getsockname()[1]
+    r = c.getresponse()
+    print(json.dumps({"status": r.status, "via": r.getheader("Via"), "body": r.read().decode(),
+                      "connection": r.getheader("Connection"), "local": local}), flush=True)
+"""
+
+
+class Poster:
+    """POSTER from outside the cgroup: connect() does not steer it, so
+    sk_lookup hands its connection to kepp's fallback proxy."""
+
+    def __init__(self, env, port=tk.VIP_PORT):
+        self.p = env.spawn([tk.PY, "-c", POSTER, VIP, str(port)], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def post(self, body):
+        self.p.stdin.write(body.encode() + b"\n")
+        self.p.stdin.flush()
+        line = self.p.stdout.readline()
+        if not line:
+            raise TestFailure("the client died: %s" % self.p.stderr.read().decode(errors="replace"))
+        r = json.loads(line)
+        try:
+            r["json"] = json.loads(r["body"])
+        except ValueError:
+            r["json"] = None
+        return r
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait(timeout=10)
+
+
+def test_fallback_proxy_follows_the_annotation(fx):
+    env = fx.env
+    pool = fx.pool("%s:80=m" % VIP)
+    k = fx.kepp()  # no --fastpath flag: the proxy starts with no service
+    wait_tables(env, {"%s:80" % VIP})
+    c = Poster(env)
+    r = c.post('{"prompt":"hi"}')
+    eq(r["status"], 200, "answered: %r" % r)
+    eq(r["via"], "1.1 kepp", "through the fallback proxy")
+    eq(r["json"]["served_by"], BEST, "the best-scored pod")
+    eq(r["json"]["model"], "m", "the annotation's model filled in")
+    conn = r["local"]
+
+    # The model changes: the next request, on the same connection, gets the
+    # new one (the Sheddable InferenceModel "batch"; the flags show kepp
+    # applied the change).
+    fx.annotate(pool, "%s:80=batch" % VIP)
+    until("port 80 on the sheddable model",
+          lambda: tables(env).get("%s:80" % VIP, {}).get("flags", 0) & KEPP_SVC_SHEDDABLE)
+    r = c.post('{"prompt":"again"}')
+    eq((r["status"], r["local"]), (200, conn), "the same connection: %r" % r)
+    eq(r["json"]["model"], "batch", "the new model filled in")
+    eq(r["connection"], None, "kept alive")
+    r = c.post('{"model":"m","prompt":"named"}')
+    eq(r["json"]["model"], "m", "a body's own model is kept")
+    r2 = Poster(env)
+    eq(r2.post('{"prompt":"new connection"}')["json"]["model"], "batch", "a new connection too")
+    r2.close()
+
+    # Removed: sk_lookup no longer hands the VIP to the proxy; the
+    # connection it already has is answered as one for no service (a body
+    # without a model is refused) and closed, so the client's next
+    # connection goes to the VIP's own listener.
+    fx.annotate(pool, None)
+    until("no service", lambda: tables(env) == {})
+    r = c.post('{"prompt":"gone"}')
+    eq((r["status"], r["local"]), (400, conn), "no model filled in any more: %r" % r)
+    eq(r["body"], "inference error: BadRequest - model not found in request body", "spec §2.8")
+    eq(r["connection"], "close", "the connection closes")
+    r = c.post('{"model":"m","prompt":"after"}')
+    check(r["local"] != conn, "a new connection: %r" % r)
+    eq(r["via"], None, "not through the proxy")
+    eq(r["json"]["served_by"], OWN, "the VIP's own listener answers")
+    c.close()
+    k.stop()
 
 
 def test_flags_merge_with_the_annotation(fx):

@@ -1,7 +1,13 @@
 /* The fallback proxy's HTTP/1.1 parsers (user/proxy/http.c): request and
  * response heads, framing decisions, hop-by-hop fields and the chunked
- * decoder fed in every split. No sockets, no privileges. */
+ * decoder fed in every split; and its live service table
+ * (user/proxy/services.c): swaps, and readers on other threads while a
+ * publisher swaps (run it under ASan: a table freed under a reader is a
+ * use-after-free there). No sockets, no privileges. */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "harness.h"
@@ -188,6 +194,170 @@ static void test_chunked(void)
 		CHECK(dechunk(bad[i], 1, &done, &used) == NULL);
 }
 
+/* A service at 10.<g>:<port> (v4-mapped, as the proxy keys them). */
+static proxy_service svc(uint32_t g, uint16_t port, const char *model)
+{
+	proxy_service s;
+	memset(&s, 0, sizeof(s));
+	s.addr[10] = s.addr[11] = 0xff;
+	s.addr[12] = 10;
+	s.addr[13] = (uint8_t)(g >> 16);
+	s.addr[14] = (uint8_t)(g >> 8);
+	s.addr[15] = (uint8_t)g;
+	s.port = port;
+	snprintf(s.model, sizeof(s.model), "%s", model);
+	return s;
+}
+
+static const char *model_at(const proxy_svc_table *t, uint32_t g, uint16_t port)
+{
+	proxy_service k = svc(g, port, "");
+	const proxy_service *s = proxy_svcs_find(t, k.addr, k.port);
+	return s ? s->model : NULL;
+}
+
+static void test_services_swap(void)
+{
+	proxy_svcs never;
+	memset(&never, 0, sizeof(never));
+	proxy_svcs_destroy(&never); /* init never ran (proxy_new failed early) */
+
+	proxy_svcs s;
+	proxy_service v[2] = {svc(9, 80, "m")};
+	CHECK_INT(proxy_svcs_init(&s, v, 1), 0);
+	const proxy_svc_table *t1 = proxy_svcs_acquire(&s);
+	CHECK_INT(t1->n, 1);
+	CHECK_STR(model_at(t1, 9, 80), "m");
+	CHECK(model_at(t1, 9, 81) == NULL);  /* another port of the VIP */
+	CHECK(model_at(t1, 10, 80) == NULL); /* another VIP */
+	/* The annotation changes port 80's model and adds port 81. */
+	v[0] = svc(9, 80, "batch");
+	v[1] = svc(9, 81, "m");
+	CHECK_INT(proxy_svcs_set(&s, v, 2), 0);
+	memset(v, 0, sizeof(v)); /* the set is a copy */
+	const proxy_svc_table *t2 = proxy_svcs_acquire(&s);
+	CHECK_STR(model_at(t2, 9, 80), "batch");
+	CHECK_STR(model_at(t2, 9, 81), "m");
+	/* A reader that held the old table still sees it whole. */
+	CHECK_INT(t1->n, 1);
+	CHECK_STR(model_at(t1, 9, 80), "m");
+	proxy_svcs_release(t1);
+	proxy_svcs_release(t2);
+	/* Removed: the set is empty, nothing matches. */
+	CHECK_INT(proxy_svcs_set(&s, NULL, 0), 0);
+	const proxy_svc_table *t3 = proxy_svcs_acquire(&s);
+	CHECK_INT(t3->n, 0);
+	CHECK(model_at(t3, 9, 80) == NULL);
+	proxy_svcs_release(t3);
+	proxy_svcs_destroy(&s);
+
+	CHECK_INT(proxy_svcs_init(&s, NULL, 0), 0); /* kepp with no --fastpath flag */
+	t1 = proxy_svcs_acquire(&s);
+	CHECK_INT(t1->n, 0);
+	proxy_svcs_release(t1);
+	proxy_svcs_destroy(&s);
+}
+
+/* Generation |g|'s table: 1 + g % 8 services, all of VIP 10.<g>, ports
+ * 1000.., model "gen-<g>": a reader can tell a torn or reused table. */
+#define GENS 3000
+#define READERS 4
+
+typedef struct reader_arg {
+	proxy_svcs *s;
+	atomic_bool *stop;
+	long reads, errors;
+	uint32_t last;
+} reader_arg;
+
+static int check_table(const proxy_svc_table *t, uint32_t *g)
+{
+	unsigned gen;
+	if (t->n < 1 || t->n > 8 || sscanf(t->v[0].model, "gen-%u", &gen) != 1)
+		return -1;
+	if (t->n != 1 + gen % 8)
+		return -1;
+	char want[32];
+	snprintf(want, sizeof(want), "gen-%u", gen);
+	for (size_t i = 0; i < t->n; i++) {
+		proxy_service e = svc(gen, (uint16_t)(1000 + i), want);
+		if (memcmp(&t->v[i], &e, sizeof(e)))
+			return -1;
+	}
+	if (proxy_svcs_find(t, t->v[t->n - 1].addr, (uint16_t)(1000 + t->n - 1)) !=
+	    &t->v[t->n - 1])
+		return -1;
+	*g = gen;
+	return 0;
+}
+
+static void *reader(void *arg)
+{
+	reader_arg *a = arg;
+	while (!atomic_load(a->stop)) {
+		const proxy_svc_table *t = proxy_svcs_acquire(a->s);
+		uint32_t g;
+		/* Publishes are ordered: a reader never goes back in time. */
+		if (check_table(t, &g) < 0 || g < a->last)
+			a->errors++;
+		else
+			a->last = g;
+		proxy_svcs_release(t);
+		a->reads++;
+	}
+	return NULL;
+}
+
+static void publish_gen(proxy_svcs *s, uint32_t g)
+{
+	proxy_service v[8];
+	char model[32];
+	snprintf(model, sizeof(model), "gen-%u", g);
+	for (uint32_t i = 0; i < 1 + g % 8; i++)
+		v[i] = svc(g, (uint16_t)(1000 + i), model);
+	CHECK_INT(proxy_svcs_set(s, v, 1 + g % 8), 0);
+}
+
+static void test_services_concurrent_readers(void)
+{
+	proxy_svcs s;
+	proxy_service first = svc(0, 1000, "gen-0");
+	CHECK_INT(proxy_svcs_init(&s, &first, 1), 0);
+	atomic_bool stop;
+	atomic_init(&stop, false);
+	reader_arg args[READERS];
+	pthread_t th[READERS];
+	for (int i = 0; i < READERS; i++) {
+		args[i] = (reader_arg){.s = &s, .stop = &stop};
+		CHECK_INT(pthread_create(&th[i], NULL, reader, &args[i]), 0);
+	}
+	/* A table held across many swaps stays whole until released. */
+	const proxy_svc_table *held = proxy_svcs_acquire(&s);
+	for (uint32_t g = 1; g <= GENS; g++) {
+		publish_gen(&s, g);
+		if (g == GENS / 2) {
+			uint32_t hg = 99;
+			CHECK_INT(check_table(held, &hg), 0);
+			CHECK_INT(hg, 0);
+			proxy_svcs_release(held);
+		}
+	}
+	atomic_store(&stop, true);
+	long reads = 0;
+	for (int i = 0; i < READERS; i++) {
+		pthread_join(th[i], NULL);
+		CHECK_INT(args[i].errors, 0);
+		reads += args[i].reads;
+	}
+	CHECK(reads >= READERS); /* every reader ran */
+	const proxy_svc_table *t = proxy_svcs_acquire(&s);
+	uint32_t g = 0;
+	CHECK_INT(check_table(t, &g), 0);
+	CHECK_INT(g, GENS); /* the last publish is what readers get now */
+	proxy_svcs_release(t);
+	proxy_svcs_destroy(&s);
+}
+
 int main(void)
 {
 	RUN(test_request_head);
@@ -195,5 +365,7 @@ int main(void)
 	RUN(test_response_head);
 	RUN(test_hop_by_hop);
 	RUN(test_chunked);
+	RUN(test_services_swap);
+	RUN(test_services_concurrent_readers);
 	return harness_done();
 }

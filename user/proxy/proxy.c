@@ -57,7 +57,7 @@ typedef struct pconn pconn;
 
 struct proxy {
 	proxy_opts o;
-	proxy_service *svcs;
+	proxy_svcs svcs; /* the fast-path services in force */
 	struct event_base *base;
 	struct evconnlistener *lst[2]; /* IPv4, IPv6 */
 	int fd[2];
@@ -87,7 +87,11 @@ struct pconn {
 	pconn *prev, *next;
 	struct bufferevent *down, *up;
 	int state;
-	int svc; /* index in p->svcs of the VIP the client reached, or -1 */
+	/* The VIP:port the client reached (16-byte form, host order), and
+	 * whether an earlier request on this connection found its service. */
+	uint8_t vip[16];
+	uint16_t vip_port;
+	bool has_vip, had_svc;
 	char peer[INET6_ADDRSTRLEN];
 	arena mem;     /* per request */
 	arena scratch; /* per response piece */
@@ -243,14 +247,41 @@ static int send_error(pconn *c, int status, const char *text, bool close_after)
 	return finish_request(c, close);
 }
 
-/* A body that names no model gets the service's, so a client of a
- * VIP:PORT=MODEL service may leave it out. Anything that is not a JSON
- * object is left for the parser to refuse with its own error. */
-static void with_model(pconn *c, const char *body, size_t len, const char **out, size_t *olen)
+/* The model of the service the client reached, from the set in force now
+ * (a copy in the request's arena), or NULL when it is no fast-path service.
+ * A service gone since an earlier request on this connection closes the
+ * connection after this answer: the VIP no longer leads here. */
+static const char *service_model(pconn *c)
+{
+	if (!c->has_vip)
+		return NULL;
+	const proxy_svc_table *t = proxy_svcs_acquire(&c->p->svcs);
+	const proxy_service *s = proxy_svcs_find(t, c->vip, c->vip_port);
+	char *model = NULL;
+	if (s) {
+		size_t ml = strnlen(s->model, sizeof(s->model) - 1);
+		model = arena_alloc(&c->mem, ml + 1);
+		if (model) {
+			memcpy(model, s->model, ml);
+			model[ml] = '\0';
+		}
+		c->had_svc = true;
+	} else if (c->had_svc) {
+		c->req_close = true;
+	}
+	proxy_svcs_release(t);
+	return model;
+}
+
+/* A body that names no model gets the service's (|model|, NULL: none), so a
+ * client of a VIP:PORT=MODEL service may leave it out. Anything that is not
+ * a JSON object is left for the parser to refuse with its own error. */
+static void with_model(pconn *c, const char *model, const char *body, size_t len,
+		       const char **out, size_t *olen)
 {
 	*out = body;
 	*olen = len;
-	if (c->svc < 0)
+	if (!model)
 		return;
 	char err[8];
 	if (bj_check(body, len, err, sizeof(err)) < 0)
@@ -267,7 +298,6 @@ static void with_model(pconn *c, const char *body, size_t len, const char **out,
 			return;
 		empty = false;
 	}
-	const char *model = c->p->svcs[c->svc].model;
 	size_t ml = strlen(model), pre = (size_t)(v.p - body) + 1;
 	char *b = arena_alloc(&c->mem, len + 6 * ml + 16);
 	if (!b)
@@ -400,6 +430,7 @@ static int decide(pconn *c)
 	const char *body = blen ? (const char *)evbuffer_pullup(c->body, -1) : "";
 	if (!body)
 		return send_error(c, 500, "inference error: Internal - out of memory", true);
+	const char *model = service_model(c);
 	c->snap = store_acquire(p->o.store);
 	if (!c->snap || !c->snap->sched)
 		return send_error(c, 503, "inference error: ServiceUnavailable - the picker is not ready",
@@ -420,7 +451,7 @@ static int decide(pconn *c)
 		if (!rq.fairness_id.p)
 			rq.fairness_id = (sched_str){"default-flow", 12};
 		rq.request_id = hval(&c->req, "x-request-id");
-		with_model(c, body, blen, &rq.body, &rq.body_len);
+		with_model(c, model, body, blen, &rq.body, &rq.body_len);
 		rq.header = header_cb;
 		rq.header_ctx = &c->req;
 		sched_decide(c->snap->sched, c->snap, &rq, &c->mem, &c->res);
@@ -801,30 +832,26 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
 	abort_client(c, what & BEV_EVENT_TIMEOUT ? "timeout" : "connection closed or reset");
 }
 
-static int find_service(const proxy *p, int fd)
+/* The VIP:port the client reached: sk_lookup keeps the address it
+ * connected to as the socket's local one. */
+static void local_vip(pconn *c, int fd)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
-	uint8_t a[16] = {0};
-	uint16_t port;
 	if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
-		return -1;
+		return;
 	if (ss.ss_family == AF_INET) {
 		const struct sockaddr_in *s4 = (const struct sockaddr_in *)&ss;
-		a[10] = a[11] = 0xff;
-		memcpy(a + 12, &s4->sin_addr, 4);
-		port = ntohs(s4->sin_port);
+		c->vip[10] = c->vip[11] = 0xff;
+		memcpy(c->vip + 12, &s4->sin_addr, 4);
+		c->vip_port = ntohs(s4->sin_port);
+		c->has_vip = true;
 	} else if (ss.ss_family == AF_INET6) {
 		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&ss;
-		memcpy(a, &s6->sin6_addr, 16);
-		port = ntohs(s6->sin6_port);
-	} else {
-		return -1;
+		memcpy(c->vip, &s6->sin6_addr, 16);
+		c->vip_port = ntohs(s6->sin6_port);
+		c->has_vip = true;
 	}
-	for (size_t i = 0; i < p->o.n_services; i++)
-		if (p->svcs[i].port == port && !memcmp(p->svcs[i].addr, a, 16))
-			return (int)i;
-	return -1;
 }
 
 static void peer_string(const struct sockaddr *sa, char *out, size_t cap)
@@ -860,7 +887,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	arena_init(&c->mem, 16384);
 	arena_init(&c->scratch, 4096);
 	peer_string(sa, c->peer, sizeof(c->peer));
-	c->svc = find_service(p, fd);
+	local_vip(c, fd);
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->body = evbuffer_new();
@@ -1035,13 +1062,12 @@ proxy *proxy_new(const proxy_opts *o, char *err, size_t errlen)
 		p->o.connect_timeout_ms = 5000;
 	if (p->o.upstream_timeout_ms <= 0)
 		p->o.upstream_timeout_ms = 600000;
-	p->svcs = calloc(o->n_services ? o->n_services : 1, sizeof(*p->svcs));
-	if (!p->svcs) {
+	if (proxy_svcs_init(&p->svcs, o->services, o->n_services) < 0) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	memcpy(p->svcs, o->services, o->n_services * sizeof(*p->svcs));
-	p->o.services = p->svcs;
+	p->o.services = NULL; /* the caller's; the table has the copy */
+	p->o.n_services = 0;
 	p->fd[0] = listen_on("127.0.0.1:0", err, errlen);
 	if (p->fd[0] < 0)
 		goto fail;
@@ -1095,6 +1121,11 @@ fail:
 	return NULL;
 }
 
+int proxy_set_services(proxy *p, const proxy_service *services, size_t n)
+{
+	return proxy_svcs_set(&p->svcs, services, n);
+}
+
 int proxy_fd(const proxy *p, int family)
 {
 	return family == AF_INET ? p->fd[0] : family == AF_INET6 ? p->fd[1] : -1;
@@ -1130,7 +1161,7 @@ void proxy_free(proxy *p)
 		event_base_free(p->base);
 	if (p->wake_fd >= 0)
 		close(p->wake_fd);
-	free(p->svcs);
+	proxy_svcs_destroy(&p->svcs);
 	free(p);
 }
 

@@ -10,7 +10,9 @@
  * text of spec §2.8.
  *
  * Threads: the proxy runs its own thread and event loop; it only reads the
- * store (lock-free snapshots) and calls the sched like a worker does.
+ * store (lock-free snapshots) and calls the sched like a worker does. The
+ * service set is swapped whole by proxy_set_services from any thread and
+ * read per request without a lock.
  */
 #ifndef KEPP_PROXY_H
 #define KEPP_PROXY_H
@@ -32,7 +34,7 @@ typedef struct proxy_service {
 
 typedef struct proxy_opts {
 	store *store;
-	const proxy_service *services;
+	const proxy_service *services; /* the set at start (copied) */
 	size_t n_services;
 	size_t max_body_bytes;   /* larger request bodies get 413 (0: 64 MiB) */
 	size_t max_header_bytes; /* request or response head (0: 64 KiB) */
@@ -48,6 +50,16 @@ typedef struct proxy proxy;
  * assigns by socket, not by port; IPv6 only where the host has it) and
  * starts the proxy thread. NULL with the reason in |err| (not logged). */
 proxy *proxy_new(const proxy_opts *o, char *err, size_t errlen);
+
+/* Makes a copy of |services|[0..n) the fast-path service set (any thread).
+ * Every request is matched, when its body is complete, against the set in
+ * force at that moment, by the VIP:port its client reached: a body naming
+ * no model gets that service's model. A request on a connection whose
+ * service has left the set is served as one for no service (the body's own
+ * model), and its answer closes the connection, so the client's next
+ * connection goes wherever the VIP now leads. Returns 0, or -ENOMEM with the
+ * set in force unchanged. */
+int proxy_set_services(proxy *p, const proxy_service *services, size_t n);
 
 /* The listening socket of |family| (AF_INET, AF_INET6), or -1. */
 int proxy_fd(const proxy *p, int family);

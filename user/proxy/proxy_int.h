@@ -1,7 +1,10 @@
 /* Internal to user/proxy/: the bounded HTTP/1.1 message parsers (http.c),
- * kept free of sockets so tests/unit/test_kern_proxy.c can feed them bytes. */
+ * kept free of sockets so tests/unit/test_kern_proxy.c can feed them bytes,
+ * and the live service table (services.c). */
 #ifndef KEPP_PROXY_INT_H
 #define KEPP_PROXY_INT_H
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -62,4 +65,35 @@ typedef struct proxy_chunked {
  * once the last chunk and the trailer section are consumed. */
 ssize_t proxy_chunked_feed(proxy_chunked *c, const char *p, size_t n, const char **data,
 			   size_t *dlen, bool *done);
+
+/* One published set of fast-path services: never changed once published. */
+typedef struct proxy_svc_table {
+	atomic_uint refs;
+	size_t n;
+	proxy_service v[];
+} proxy_svc_table;
+
+/* The set in force: swapped whole by any thread, read by any number of
+ * threads without a lock (services.c says how). */
+typedef struct proxy_svcs {
+	_Atomic(proxy_svc_table *) cur;
+	atomic_uint epoch;
+	atomic_uint active[2]; /* readers between load and reference, per epoch parity */
+	pthread_mutex_t publish; /* one publisher at a time */
+} proxy_svcs;
+
+/* Starts with a copy of |v|[0..n). Returns 0 or -ENOMEM. */
+int proxy_svcs_init(proxy_svcs *s, const proxy_service *v, size_t n);
+/* Publishes a copy of |v|[0..n) (any thread); readers holding the previous
+ * table keep it until they release it. Returns 0, or -ENOMEM with the set in
+ * force unchanged. */
+int proxy_svcs_set(proxy_svcs *s, const proxy_service *v, size_t n);
+/* The table in force, never NULL; give it back with proxy_svcs_release. */
+const proxy_svc_table *proxy_svcs_acquire(proxy_svcs *s);
+void proxy_svcs_release(const proxy_svc_table *t);
+/* The service of |addr| (16-byte form) and |port| (host order) in |t|, or NULL. */
+const proxy_service *proxy_svcs_find(const proxy_svc_table *t, const uint8_t addr[16],
+				     uint16_t port);
+/* Drops the slot's table (no reader may be left); a no-op when init failed. */
+void proxy_svcs_destroy(proxy_svcs *s);
 #endif
