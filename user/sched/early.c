@@ -114,6 +114,16 @@ static void str_bytes(early_scan *e, const char *p, size_t n)
 	skel_put(e, p, n);
 }
 
+static early_span *span_of(early_scan *e)
+{
+	switch (e->cur) {
+	case M_MODEL: return &e->model;
+	case M_FIELD: return &e->input;
+	case M_SALT: return &e->salt;
+	default: return NULL;
+	}
+}
+
 static void classify_key(early_scan *e)
 {
 	e->cur = M_OTHER;
@@ -131,6 +141,12 @@ static void classify_key(early_scan *e)
 	} else if (bj_key_fold(&k, "cache_salt")) {
 		e->cur = M_SALT;
 	}
+	/* A repeated member replaces the earlier one (Go: the last wins): its
+	 * span is unknown again until the new value is read, so a body cut
+	 * between the key and its value reports nothing from the old value. */
+	early_span *sp = span_of(e);
+	if (sp)
+		*sp = (early_span){0};
 }
 
 static void str_close(early_scan *e)
@@ -141,16 +157,6 @@ static void str_close(early_scan *e)
 }
 
 /* ---- member hooks ---------------------------------------------------------- */
-
-static early_span *span_of(early_scan *e)
-{
-	switch (e->cur) {
-	case M_MODEL: return &e->model;
-	case M_FIELD: return &e->input;
-	case M_SALT: return &e->salt;
-	default: return NULL;
-	}
-}
 
 /* A value begins at absolute offset |at| with byte |c|, in a container at
  * |depth| in parse state |ps|. */
