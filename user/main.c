@@ -919,8 +919,17 @@ static int kernel_start(app *A)
 	}
 	/* The fallback path: sk_lookup hands the proxy what connect declined. */
 	static proxy_service ps[KERN_MAX_SERVICES];
-	proxy_services(kern_svcs, (size_t)KF.fastpath.n, ps);
-	proxy_opts po = {.store = A->store, .services = ps, .n_services = (size_t)KF.fastpath.n,
+	static kern_service start_svcs[KERN_MAX_SERVICES];
+	size_t n_start = (size_t)KF.fastpath.n;
+	memcpy(start_svcs, kern_svcs, n_start * sizeof(*start_svcs));
+	/* Until the pool is read, the annotation's services an earlier kepp
+	 * left in the maps keep their stale tables, so their connections come
+	 * here: the proxy serves them with the model the maps recorded. */
+	if (from_pool)
+		n_start += kern_adopted_services(A->kern, start_svcs + n_start,
+						 KERN_MAX_SERVICES - n_start);
+	proxy_services(start_svcs, n_start, ps);
+	proxy_opts po = {.store = A->store, .services = ps, .n_services = n_start,
 			 .max_body_bytes = (size_t)F.max_body_bytes};
 	A->proxy = proxy_new(&po, err, sizeof(err));
 	int fr = A->proxy ? kern_set_fallback(A->kern, proxy_fd(A->proxy, AF_INET),

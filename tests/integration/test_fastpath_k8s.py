@@ -365,6 +365,15 @@ def test_restart_keeps_annotation_services_until_the_pool_is_read(fx):
     time.sleep(1.0)
     eq(set(tables(env)), {"%s:80" % VIP, "%s:81" % VIP}, "services kept while the pool is unknown")
     check(not k2.lines("fast-path service removed"), "nothing removed:\n" + k2.text())
+    # Their connections reach the fallback proxy, which knows their model
+    # from kepp_model_v1 (without it: 400 "model not found"); with no pool
+    # read there is no pod to pick yet.
+    c = Poster(env, 81)
+    r = c.post('{"prompt":"hi"}')
+    c.close()
+    eq(r["via"], "1.1 kepp", "through the fallback proxy: %r" % r)
+    check(r["status"] == 503 and "model not found" not in r["body"],
+          "the adopted service's model, no pod yet: %r" % r)
     fx.api.allow("inferencepools")
     before = {kk: v["published_ns"] for kk, v in tables(env).items()}
     until("republished", lambda: all(v["published_ns"] > before[kk]

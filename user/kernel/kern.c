@@ -3,6 +3,7 @@
  * start-up is adopted: its program is replaced in place with
  * bpf_link__update_program, so connections never see a gap between the old
  * kepp and the new one. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -189,6 +190,34 @@ static void prune_services(kern *k, int fd)
 		key = next;
 		prev = &key;
 	}
+}
+
+size_t kern_adopted_services(kern *k, kern_service *out, size_t cap)
+{
+	struct kepp_svc_key key, next, mine[KERN_MAX_SERVICES];
+	struct kepp_svc_meta meta;
+	for (size_t i = 0; i < k->n_svcs; i++)
+		kern_svc_key(&k->svcs[i], &mine[i]);
+	size_t n = 0;
+	void *prev = NULL;
+	while (n < cap && bpf_map_get_next_key(k->svc_fd, prev, &next) == 0) {
+		key = next;
+		prev = &key;
+		bool known = false;
+		for (size_t i = 0; i < k->n_svcs; i++)
+			known |= !memcmp(&mine[i], &next, sizeof(next));
+		if (known || bpf_map_lookup_elem(k->model_fd, &next, &meta) < 0 || !meta.model[0])
+			continue;
+		kern_service *s = &out[n++];
+		memset(s, 0, sizeof(*s));
+		memcpy(s->addr, next.vip.ip, sizeof(s->addr));
+		s->port = ntohs(next.vip.port);
+		static const uint8_t v4[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+		s->v6 = memcmp(s->addr, v4, sizeof(v4)) != 0;
+		kern_format_addr(s->vip, sizeof(s->vip), s->addr, s->port);
+		snprintf(s->model, sizeof(s->model), "%.*s", (int)sizeof(meta.model), meta.model);
+	}
+	return n;
 }
 
 kern *kern_open(const kern_opts *o, char *err, size_t errlen)

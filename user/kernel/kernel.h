@@ -117,6 +117,12 @@ int kern_publish(kern *k, const store_snapshot *snap);
  * VIP:PORT twice) with nothing changed. */
 int kern_set_services(kern *k, const kern_service *svcs, size_t n);
 
+/* The services an earlier kepp left in the maps that this one does not
+ * have (kept with kern_opts.keep_unknown_services until the pool is read),
+ * with the model kepp_model_v1 holds for each; those without one are
+ * skipped. Fills up to |cap| of |out|; returns how many. */
+size_t kern_adopted_services(kern *k, kern_service *out, size_t cap);
+
 /* Makes |fd4| and |fd6| (listening TCP sockets of each family; -1: none)
  * the fallback listeners: sk_lookup hands them every connection that
  * reaches a fast-path VIP:port in this network namespace. The kernel drops
