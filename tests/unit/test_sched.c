@@ -9,6 +9,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <xxhash.h>
+
 #include "harness.h"
 #include "sched/plugins.h"
 #include "sched/sched.h"
@@ -270,6 +272,43 @@ static void decide(const sched *s, const store_snapshot *snap, struct reqb *b)
 static bool body_is(const char *want)
 {
 	return res.body_len == strlen(want) && memcmp(res.body, want, res.body_len) == 0;
+}
+
+/* Raw scores are clamped to [0,1] before the weights, NaN counting as 0
+ * (kv-cache-utilization-scorer scores 1 - kv_usage). */
+static void test_score_clamp(void)
+{
+	struct tcfg *t = cfg_new();
+	cfg_plugin(t, NULL, "kv-cache-utilization-scorer", NULL, 2);
+	cfg_plugin(t, NULL, "max-score-picker", NULL, 3);
+	sched *s = build(t);
+	cfg_free(t);
+	CHECK(s != NULL);
+	if (!s)
+		return;
+	store_catalog *cat = store_catalog_new();
+	struct pod pods[] = {P(0, 1.5), P(0, NAN), P(0, -1), P(0, 0.75), P(0, -0.0)};
+	store_snapshot *snap = snap_of(cat, pods, 5);
+	struct reqb b;
+	req_body(&b, "{\"model\":\"m\",\"prompt\":\"hi\"}");
+	sched_trace tr = {.want_table = true};
+	b.r.trace = &tr;
+	decide(s, snap, &b);
+	CHECK_INT(res.err, SCHED_OK);
+	CHECK(tr.table != NULL);
+	if (tr.table) {
+		const double want[5] = {0, 0, 1, 0.25, 1};
+		for (int i = 0; i < 5; i++) {
+			size_t r = 0;
+			while (r < tr.table->n_eps && tr.table->eps[r] != &snap->endpoints[i])
+				r++;
+			CHECK(r < tr.table->n_eps && tr.table->scores[r] == want[i] &&
+			      tr.table->total[r] == want[i]);
+		}
+	}
+	store_release(snap);
+	store_catalog_unref(cat);
+	sched_free(s);
 }
 
 /* ---- hermetic director cases (spec §8.2) ------------------------------------ */
@@ -1881,6 +1920,104 @@ static void test_prefix_scorer(void)
 	sched_free(s);
 }
 
+/* The chain step without the concatenation gives XXH64 of block || LE64(prev)
+ * for every length around the 4-, 8- and 32-byte steps of the algorithm. */
+static void test_prefix_block_hash(void)
+{
+	unsigned char buf[600];
+	rand_seed(11);
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (unsigned char)rand_u64();
+	for (size_t n = 0; n + 8 <= sizeof(buf); n++) {
+		for (int r = 0; r < 4; r++) {
+			uint64_t prev = r == 0 ? 0 : r == 1 ? ~0ULL : rand_u64();
+			size_t off = (size_t)r; /* unaligned blocks too */
+			if (off + n + 8 > sizeof(buf))
+				off = 0;
+			unsigned char cat[600];
+			memcpy(cat, buf + off, n);
+			for (int k = 0; k < 8; k++)
+				cat[n + k] = (unsigned char)(prev >> (8 * k));
+			if (prefix_block_hash(buf + off, n, prev) != XXH64(cat, n + 8, 0)) {
+				CHECK_INT((int)n, -1);
+				return;
+			}
+		}
+	}
+}
+
+/* The longest held prefix: a prompt sharing the first L of 50 learned blocks
+ * scores L / 50. Learning the prompt again refreshes its blocks without
+ * indexing them twice. */
+static void test_prefix_longest_match(void)
+{
+	sched *s = prefix_sched("{\"autoTune\":false,\"blockSizeTokens\":1}");
+	CHECK(s != NULL);
+	if (!s)
+		return;
+	store_catalog *cat = store_catalog_new();
+	struct pod pods[] = {P(0, 0), P(0, 0), P(0, 0)};
+	store_snapshot *snap = snap_of(cat, pods, 3);
+	char prompt[201];
+	for (int i = 0; i < 200; i++)
+		prompt[i] = (char)('a' + (i / 4) % 26);
+	prompt[200] = '\0';
+	char first[64];
+	snprintf(first, sizeof(first), "%s", decide_prompt(s, snap, "m", prompt));
+	int who = first[10] - '1';
+	CHECK_STR(decide_prompt(s, snap, "m", prompt), first);
+	int64_t entries = 0;
+	CHECK(sched_prefix_index_size(s, &entries));
+	CHECK_INT((int)entries, 50);
+	double sc[3];
+	for (int l = 0; l <= 50; l++) {
+		char q[201];
+		memcpy(q, prompt, sizeof(q));
+		if (l < 50)
+			q[4 * l] = 'Z';
+		prefix_scores(s, snap, "m", q, sc);
+		if (sc[who] != l / 50.0 || sc[(who + 1) % 3] != 0) {
+			CHECK_INT(l, -1);
+			break;
+		}
+	}
+	sched_free(s);
+	/* A server that holds 40 blocks has dropped the oldest, the first 10:
+	 * the blocks it still holds after them match nothing. */
+	s = prefix_sched("{\"autoTune\":false,\"blockSizeTokens\":1,\"lruCapacityPerServer\":40}");
+	CHECK(s != NULL);
+	if (s) {
+		snprintf(first, sizeof(first), "%s", decide_prompt(s, snap, "m", prompt));
+		who = first[10] - '1';
+		CHECK(sched_prefix_index_size(s, &entries));
+		CHECK_INT((int)entries, 40);
+		prefix_scores(s, snap, "m", prompt, sc);
+		CHECK(sc[who] == 0);
+		sched_free(s);
+	}
+	/* A miss with held blocks after it: the server learns
+	 * P (50 blocks), then Q (P's first 25 and 25 of its own) with room for
+	 * 60, which drops P's blocks 25-39 and keeps 40-49. P matches 25. */
+	s = prefix_sched("{\"autoTune\":false,\"blockSizeTokens\":1,\"lruCapacityPerServer\":60}");
+	CHECK(s != NULL);
+	if (s) {
+		snprintf(first, sizeof(first), "%s", decide_prompt(s, snap, "m", prompt));
+		char q[201];
+		memcpy(q, prompt, sizeof(q));
+		for (int i = 100; i < 200; i++)
+			q[i] = (char)(q[i] - 'a' + 'A');
+		CHECK_STR(decide_prompt(s, snap, "m", q), first);
+		who = first[10] - '1';
+		CHECK(sched_prefix_index_size(s, &entries));
+		CHECK_INT((int)entries, 60);
+		prefix_scores(s, snap, "m", prompt, sc);
+		CHECK(sc[who] == 0.5);
+		sched_free(s);
+	}
+	store_release(snap);
+	store_catalog_unref(cat);
+}
+
 static void test_prefix_lru_and_autotune(void)
 {
 	sched *s = prefix_sched("{\"autoTune\":false,\"blockSizeTokens\":1,"
@@ -2636,7 +2773,10 @@ int main(void)
 	RUN(test_decision_tree_errors);
 	RUN(test_data_layer);
 	RUN(test_durations);
+	RUN(test_score_clamp);
 	RUN(test_prefix_scorer);
+	RUN(test_prefix_block_hash);
+	RUN(test_prefix_longest_match);
 	RUN(test_prefix_lru_and_autotune);
 	RUN(test_prefix_index_growth_and_bound);
 	RUN(test_prefix_cleanup);

@@ -193,10 +193,15 @@ void *adm_tbl_get(adm_tbl *t, const char *const *keys, uint32_t n)
 
 /* ---- workers ---- */
 
+/* Changes whenever a worker (and its tables) is made or freed: plugin_hist's
+ * per-thread memo is valid for one value only. */
+static _Atomic uint64_t workers_gen = 1;
+
 static void worker_free(adm_worker *w)
 {
 	if (!w)
 		return;
+	atomic_fetch_add(&workers_gen, 1);
 	adm_tbl_free(&w->series);
 	adm_tbl_free(&w->attempts);
 	adm_tbl_free(&w->plugins);
@@ -225,6 +230,7 @@ adm_worker *adm_worker_new(adm *a)
 		return NULL;
 	}
 	a->workers = nv;
+	atomic_fetch_add(&workers_gen, 1);
 	memset(w, 0, sizeof(*w));
 	w->a = a;
 	w->id = (int)a->n_workers;
@@ -334,13 +340,46 @@ static void count_priority(adm_worker *w, adm_series *se, int32_t prio)
 	atomic_store_explicit(&se->n_prio, n + 1, memory_order_release);
 }
 
+/* The plugin-duration histogram of each timed call, remembered per worker
+ * thread by the label pointers (a decision times ~10 calls; hashing and
+ * comparing three labels each was most of recording them). The extension
+ * point and type are static strings of sched; a plugin name lives with its
+ * sched, which a reload replaces, so the name's text is compared too. */
+#define PLUGIN_MEMO 32
+#define PLUGIN_MEMO_NAME 64
+
+static __thread struct plugin_memo {
+	uint64_t gen;
+	const adm_worker *w;
+	const char *ext, *type, *name;
+	adm_hist *h;
+	char text[PLUGIN_MEMO_NAME];
+} plugin_memo[PLUGIN_MEMO];
+
+static adm_hist *plugin_hist(adm_worker *w, const sched_plugin_time *c)
+{
+	uintptr_t k = (uintptr_t)c->ext_point ^ (uintptr_t)c->type * 3 ^ (uintptr_t)c->name * 5;
+	struct plugin_memo *m = &plugin_memo[(k ^ k >> 7 ^ k >> 13) % PLUGIN_MEMO];
+	uint64_t gen = atomic_load_explicit(&workers_gen, memory_order_relaxed);
+	if (m->gen == gen && m->w == w && m->ext == c->ext_point && m->type == c->type && m->name == c->name &&
+	    strcmp(m->text, c->name) == 0)
+		return m->h;
+	const char *keys[3] = {c->ext_point, c->name, c->type};
+	adm_hist *h = adm_tbl_get(&w->plugins, keys, 3);
+	size_t len = strlen(c->name);
+	if (h && len < PLUGIN_MEMO_NAME) {
+		*m = (struct plugin_memo){gen, w, c->ext_point, c->type, c->name, h, ""};
+		memcpy(m->text, c->name, len + 1);
+	}
+	return h;
+}
+
 static void record_trace(adm_worker *w, const store_snapshot *snap, const sched_trace *tr,
 			 const sched_result *res)
 {
 	for (size_t i = 0; i < tr->n_calls; i++) {
 		const sched_plugin_time *c = &tr->calls[i];
-		const char *keys[3] = {c->ext_point, c->name, c->type};
-		adm_hist *h = adm_tbl_get(&w->plugins, keys, 3);
+		adm_hist *h = plugin_hist(w, c);
 		if (h)
 			hist_observe(h, &H_SCHED, (double)c->ns / 1e9);
 	}

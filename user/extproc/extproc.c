@@ -18,13 +18,11 @@ typedef Envoy__Service__ExtProc__V3__ProcessingRequest PReq;
 typedef Envoy__Service__ExtProc__V3__ProcessingResponse PResp;
 typedef Envoy__Service__ExtProc__V3__HttpHeaders HttpHeaders;
 typedef Envoy__Service__ExtProc__V3__HttpBody HttpBody;
-typedef Envoy__Service__ExtProc__V3__HeadersResponse HeadersResponse;
 typedef Envoy__Service__ExtProc__V3__BodyResponse BodyResponse;
 typedef Envoy__Service__ExtProc__V3__TrailersResponse TrailersResponse;
 typedef Envoy__Service__ExtProc__V3__CommonResponse CommonResponse;
 typedef Envoy__Service__ExtProc__V3__HeaderMutation HeaderMutation;
 typedef Envoy__Service__ExtProc__V3__BodyMutation BodyMutation;
-typedef Envoy__Service__ExtProc__V3__StreamedBodyResponse StreamedBody;
 typedef Envoy__Service__ExtProc__V3__ImmediateResponse ImmediateResponse;
 typedef Envoy__Config__Core__V3__HeaderValueOption HeaderValueOption;
 typedef Envoy__Config__Core__V3__HeaderValue HeaderValue;
@@ -266,8 +264,10 @@ static bool system_owned(const char *k, size_t klen)
 
 /* ---- encoding ---------------------------------------------------------- */
 
+/* Headers to set: the hand packer's list (xp_pb_resp), turned into
+ * protobuf-c's messages only for the rare responses it packs (mutation). */
 typedef struct setlist {
-	HeaderValueOption **v;
+	xp_pb_hdr *v;
 	size_t n, cap;
 } setlist;
 
@@ -275,27 +275,30 @@ static void set_add(arena *a, setlist *l, const char *k, const char *v, size_t v
 {
 	if (l->n == l->cap) {
 		size_t cap = l->cap ? l->cap * 2 : 16;
-		HeaderValueOption **nv = must(arena_alloc(a, cap * sizeof(*nv)));
+		xp_pb_hdr *nv = must(arena_alloc(a, cap * sizeof(*nv)));
 		if (l->n)
 			memcpy(nv, l->v, l->n * sizeof(*nv));
 		l->v = nv;
 		l->cap = cap;
 	}
-	HeaderValue *hv = ANEW(a, HeaderValue, ENVOY__CONFIG__CORE__V3__HEADER_VALUE__INIT);
-	hv->key = (char *)k;
-	hv->raw_value.data = (uint8_t *)v;
-	hv->raw_value.len = vlen;
-	HeaderValueOption *o =
-		ANEW(a, HeaderValueOption, ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__INIT);
-	o->header = hv;
-	l->v[l->n++] = o;
+	l->v[l->n++] = (xp_pb_hdr){k, v, strlen(k), vlen};
 }
 
 static HeaderMutation *mutation(arena *a, setlist *l)
 {
 	HeaderMutation *m = ANEW(a, HeaderMutation, ENVOY__SERVICE__EXT_PROC__V3__HEADER_MUTATION__INIT);
 	m->n_set_headers = l->n;
-	m->set_headers = l->v;
+	m->set_headers = must(arena_alloc(a, (l->n ? l->n : 1) * sizeof(*m->set_headers)));
+	for (size_t i = 0; i < l->n; i++) {
+		HeaderValue *hv = ANEW(a, HeaderValue, ENVOY__CONFIG__CORE__V3__HEADER_VALUE__INIT);
+		hv->key = (char *)l->v[i].key;
+		hv->raw_value.data = (uint8_t *)l->v[i].val;
+		hv->raw_value.len = l->v[i].vlen;
+		HeaderValueOption *o = ANEW(a, HeaderValueOption,
+					    ENVOY__CONFIG__CORE__V3__HEADER_VALUE_OPTION__INIT);
+		o->header = hv;
+		m->set_headers[i] = o;
+	}
 	return m;
 }
 
@@ -342,6 +345,37 @@ static void send_resp(ep_stream *s, PResp *r)
 	xp_stream_send_packed(s->st, n, pack_resp, &r->base);
 }
 
+static void pack_fast(const void *msg, uint8_t *out)
+{
+	xp_pb_resp_pack(msg, out);
+}
+
+/* The common responses, packed by hand (grpc_codec.c). */
+static void send_fast(ep_stream *s, const xp_pb_resp *r)
+{
+	xp_stream_send_packed(s->st, xp_pb_resp_size(r), pack_fast, r);
+}
+
+/* A headers response: |sl| (NULL: no header_mutation), clear_route_cache,
+ * and with |dest| the envoy.lb metadata naming it (spec §2.5). */
+static void send_headers_fast(ep_stream *s, bool request, const setlist *sl, bool clear_route,
+			      const char *dest)
+{
+	xp_pb_resp r = {.field = request ? 1 : 2, .clear_route_cache = clear_route};
+	if (sl) {
+		r.mutation = true;
+		r.set = sl->v;
+		r.n_set = sl->n;
+	}
+	if (dest) {
+		r.md_key = H_DEST;
+		r.md_key_len = strlen(H_DEST);
+		r.md_value = dest;
+		r.md_value_len = strlen(dest);
+	}
+	send_fast(s, &r);
+}
+
 static PResp *new_resp(arena *a)
 {
 	return ANEW(a, PResp, ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__INIT);
@@ -381,60 +415,18 @@ static void send_immediate(ep_stream *s, enum sched_err err, const char *text)
 
 /* Sends |len| bytes as streamed body responses of at most XP_BODY_CHUNK bytes;
  * end_of_stream only on the last when |eos|. An empty body still yields one
- * message. |md| (may be NULL) rides on the last message. */
-static void send_body_chunks(ep_stream *s, bool request, const char *p, size_t len, bool eos,
-			     PbStruct *md)
+ * message. */
+static void send_body_chunks(ep_stream *s, bool request, const char *p, size_t len, bool eos)
 {
-	arena *a = &s->ep->scratch;
 	size_t off = 0;
 	do {
 		size_t n = len - off > XP_BODY_CHUNK ? XP_BODY_CHUNK : len - off;
-		bool last = off + n == len;
-		StreamedBody *sb = ANEW(a, StreamedBody,
-					ENVOY__SERVICE__EXT_PROC__V3__STREAMED_BODY_RESPONSE__INIT);
-		sb->body.data = (uint8_t *)p + off;
-		sb->body.len = n;
-		sb->end_of_stream = last && eos;
-		BodyMutation *bm =
-			ANEW(a, BodyMutation, ENVOY__SERVICE__EXT_PROC__V3__BODY_MUTATION__INIT);
-		bm->mutation_case = ENVOY__SERVICE__EXT_PROC__V3__BODY_MUTATION__MUTATION_STREAMED_RESPONSE;
-		bm->streamed_response = sb;
-		CommonResponse *cr = new_common(a);
-		cr->body_mutation = bm;
-		BodyResponse *br =
-			ANEW(a, BodyResponse, ENVOY__SERVICE__EXT_PROC__V3__BODY_RESPONSE__INIT);
-		br->response = cr;
-		PResp *r = new_resp(a);
-		if (request) {
-			r->response_case = ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__RESPONSE_REQUEST_BODY;
-			r->request_body = br;
-		} else {
-			r->response_case = ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__RESPONSE_RESPONSE_BODY;
-			r->response_body = br;
-		}
-		if (last)
-			r->dynamic_metadata = md;
-		send_resp(s, r);
+		xp_pb_resp r = {.field = request ? 3 : 4, .streamed = true,
+				.body = (const uint8_t *)p + off, .body_len = n,
+				.end_of_stream = off + n == len && eos};
+		send_fast(s, &r);
 		off += n;
 	} while (off < len);
-}
-
-static void send_headers_resp(ep_stream *s, bool request, CommonResponse *cr, PbStruct *md)
-{
-	arena *a = &s->ep->scratch;
-	HeadersResponse *hr =
-		ANEW(a, HeadersResponse, ENVOY__SERVICE__EXT_PROC__V3__HEADERS_RESPONSE__INIT);
-	hr->response = cr;
-	PResp *r = new_resp(a);
-	if (request) {
-		r->response_case = ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__RESPONSE_REQUEST_HEADERS;
-		r->request_headers = hr;
-	} else {
-		r->response_case = ENVOY__SERVICE__EXT_PROC__V3__PROCESSING_RESPONSE__RESPONSE_RESPONSE_HEADERS;
-		r->response_headers = hr;
-	}
-	r->dynamic_metadata = md;
-	send_resp(s, r);
 }
 
 static void send_trailers_resp(ep_stream *s, bool request)
@@ -621,10 +613,7 @@ static void send_dest_headers(ep_stream *s, const char *clen)
 		if (!system_owned(h->key, h->klen))
 			set_add(a, &sl, h->key, h->val, h->vlen);
 	}
-	CommonResponse *cr = new_common(a);
-	cr->clear_route_cache = 1;
-	cr->header_mutation = mutation(a, &sl);
-	send_headers_resp(s, true, cr, dest_metadata(a, s->res.targets));
+	send_headers_fast(s, true, &sl, true, s->res.targets);
 }
 
 /* Decides on |body| (the buffered body, or the single body message itself)
@@ -702,7 +691,7 @@ static void decide_and_answer(ep_stream *s, const char *body, size_t body_len,
 	send_dest_headers(s, s->res.body_len > 0 ? clen : NULL);
 	/* No arena_reset here: the body may live in the scratch arena (the
 	 * decoded message it came in). */
-	send_body_chunks(s, true, s->res.body, s->res.body_len, !trailers_follow, NULL);
+	send_body_chunks(s, true, s->res.body, s->res.body_len, !trailers_follow);
 	/* res.body may point into that message: not used after this. */
 	s->res.body = NULL;
 }
@@ -742,10 +731,7 @@ static void on_request_headers(ep_stream *s, const HttpHeaders *hh)
 			rand_uuid4(id);
 			set_add(a, &sl, "x-request-id", id, 36);
 		}
-		CommonResponse *cr = new_common(a);
-		cr->clear_route_cache = 1;
-		cr->header_mutation = mutation(a, &sl);
-		send_headers_resp(s, true, cr, dest_metadata(a, s->res.targets));
+		send_headers_fast(s, true, &sl, true, s->res.targets);
 		return;
 	}
 
@@ -769,9 +755,7 @@ static void on_request_headers(ep_stream *s, const HttpHeaders *hh)
 	}
 	if (s->buffered) {
 		/* BUFFERED: Envoy waits for this answer before sending the body. */
-		CommonResponse *cr = new_common(a);
-		cr->clear_route_cache = 1;
-		send_headers_resp(s, true, cr, NULL);
+		send_headers_fast(s, true, NULL, true, NULL);
 	}
 }
 
@@ -918,7 +902,7 @@ static void early_try(ep_stream *s)
 	if (send_cl)
 		snprintf(cl, sizeof(cl), "%zu", clen + outlen - s->body.len);
 	send_dest_headers(s, send_cl ? cl : NULL);
-	send_body_chunks(s, true, out, outlen, false, NULL);
+	send_body_chunks(s, true, out, outlen, false);
 	buf_done(&s->body);
 }
 
@@ -982,7 +966,7 @@ static void early_pass(ep_stream *s, const HttpBody *b)
 	if (eos && !early_end(s))
 		return;
 	if (len || eos)
-		send_body_chunks(s, true, p, len, eos, NULL);
+		send_body_chunks(s, true, p, len, eos);
 }
 
 static void on_request_body(ep_stream *s, const HttpBody *b)
@@ -1100,9 +1084,7 @@ static void on_response_headers(ep_stream *s, const HttpHeaders *hh)
 			       add_resp_header, &c);
 	if (snap != s->snap)
 		store_release(snap);
-	CommonResponse *cr = new_common(a);
-	cr->header_mutation = mutation(a, &sl);
-	send_headers_resp(s, false, cr, NULL);
+	send_headers_fast(s, false, &sl, false, NULL);
 	if (hh && hh->end_of_stream)
 		s->resp_body_eos = true;
 }
@@ -1156,7 +1138,7 @@ static void finish_response_body_at(ep_stream *s, const char *p, size_t len, boo
 		answer_buffered_response(s, p, len);
 	} else {
 		sched_str out = rewrite_back(s, p, len);
-		send_body_chunks(s, false, out.p, out.len, eos, NULL);
+		send_body_chunks(s, false, out.p, out.len, eos);
 	}
 }
 
@@ -1179,7 +1161,7 @@ static void on_response_body(ep_stream *s, const HttpBody *b)
 		if (!s->res.raw_payload)
 			sched_usage_parse_sse(p, len, &s->usage);
 		sched_str out = rewrite_back(s, p, len);
-		send_body_chunks(s, false, out.p, out.len, eos, NULL);
+		send_body_chunks(s, false, out.p, out.len, eos);
 		if (eos) {
 			s->resp_body_eos = true;
 			response_done(s);
@@ -1197,10 +1179,10 @@ static void on_response_body(ep_stream *s, const HttpBody *b)
 		ulog(LOG_WARN, "response body over the buffering limit: forwarded without rewrite",
 		     NULL);
 		send_body_chunks(s, false, s->resp_body.p ? s->resp_body.p : "", s->resp_body.len,
-				 false, NULL);
+				 false);
 		buf_free(&s->resp_body);
 		s->resp_streaming = true;
-		send_body_chunks(s, false, p, len, eos, NULL);
+		send_body_chunks(s, false, p, len, eos);
 		if (eos) {
 			s->resp_body_eos = true;
 			response_done(s);

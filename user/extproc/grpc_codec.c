@@ -320,3 +320,140 @@ size_t xp_grpc_percent_encode(char *out, size_t cap, const char *s)
 	out[o] = '\0';
 	return o;
 }
+
+/* ---- hand-packed ProcessingResponse ------------------------------------ */
+
+#define NS_LB "envoy.lb"
+
+static size_t vlen(size_t v)
+{
+	size_t n = 1;
+	while (v >= 0x80) {
+		v >>= 7;
+		n++;
+	}
+	return n;
+}
+
+/* A length-delimited field of |n| bytes with a one-byte tag. */
+static size_t ld(size_t n)
+{
+	return 1 + vlen(n) + n;
+}
+
+static uint8_t *put_varint(uint8_t *p, size_t v)
+{
+	while (v >= 0x80) {
+		*p++ = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	*p++ = (uint8_t)v;
+	return p;
+}
+
+static uint8_t *put_ld(uint8_t *p, uint8_t tag, size_t n)
+{
+	*p++ = tag;
+	return put_varint(p, n);
+}
+
+static uint8_t *put_bytes(uint8_t *p, uint8_t tag, const void *v, size_t n)
+{
+	p = put_ld(p, tag, n);
+	if (n)
+		memcpy(p, v, n);
+	return p + n;
+}
+
+/* HeaderValue{key = 1, raw_value = 3}: proto3, empty ones are left out. */
+static size_t hv_size(const xp_pb_hdr *h)
+{
+	return (h->klen ? ld(h->klen) : 0) + (h->vlen ? ld(h->vlen) : 0);
+}
+
+static size_t mutation_size(const xp_pb_resp *r)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < r->n_set; i++)
+		n += ld(ld(hv_size(&r->set[i]))); /* set_headers{header = 1} */
+	return n;
+}
+
+static size_t streamed_size(const xp_pb_resp *r)
+{
+	return (r->body_len ? ld(r->body_len) : 0) + (r->end_of_stream ? 2 : 0);
+}
+
+static size_t common_size(const xp_pb_resp *r, size_t hm, size_t sb)
+{
+	return (r->mutation ? ld(hm) : 0) + (r->streamed ? ld(ld(sb)) : 0) +
+	       (r->clear_route_cache ? 2 : 0);
+}
+
+/* {"envoy.lb": {key: "value"}}: Struct{fields = 1: entry{key = 1, value = 2}},
+ * Value{string_value = 3 | struct_value = 5}. */
+static size_t md_inner_entry(const xp_pb_resp *r)
+{
+	return (r->md_key_len ? ld(r->md_key_len) : 0) + ld(ld(r->md_value_len));
+}
+
+static size_t md_outer_entry(const xp_pb_resp *r)
+{
+	return ld(sizeof(NS_LB) - 1) + ld(ld(ld(md_inner_entry(r))));
+}
+
+size_t xp_pb_resp_size(const xp_pb_resp *r)
+{
+	size_t n = ld(ld(common_size(r, r->mutation ? mutation_size(r) : 0, streamed_size(r))));
+	if (r->md_key)
+		n += ld(ld(md_outer_entry(r)));
+	return n;
+}
+
+void xp_pb_resp_pack(const xp_pb_resp *r, uint8_t *p)
+{
+	size_t hm = r->mutation ? mutation_size(r) : 0, sb = streamed_size(r);
+	size_t cr = common_size(r, hm, sb);
+	p = put_ld(p, (uint8_t)(r->field << 3 | 2), ld(cr));
+	p = put_ld(p, 0x0a, cr); /* HeadersResponse / BodyResponse.response */
+	if (r->mutation) {
+		p = put_ld(p, 0x12, hm);
+		for (size_t i = 0; i < r->n_set; i++) {
+			const xp_pb_hdr *h = &r->set[i];
+			size_t hv = hv_size(h);
+			p = put_ld(p, 0x0a, ld(hv));
+			p = put_ld(p, 0x0a, hv);
+			if (h->klen)
+				p = put_bytes(p, 0x0a, h->key, h->klen);
+			if (h->vlen)
+				p = put_bytes(p, 0x1a, h->val, h->vlen);
+		}
+	}
+	if (r->streamed) {
+		p = put_ld(p, 0x1a, ld(sb)); /* body_mutation */
+		p = put_ld(p, 0x1a, sb);     /* streamed_response */
+		if (r->body_len)
+			p = put_bytes(p, 0x0a, r->body, r->body_len);
+		if (r->end_of_stream) {
+			*p++ = 0x10;
+			*p++ = 1;
+		}
+	}
+	if (r->clear_route_cache) {
+		*p++ = 0x28;
+		*p++ = 1;
+	}
+	if (!r->md_key)
+		return;
+	size_t inner = md_inner_entry(r), outer = md_outer_entry(r);
+	p = put_ld(p, 0x42, ld(outer)); /* dynamic_metadata */
+	p = put_ld(p, 0x0a, outer);
+	p = put_bytes(p, 0x0a, NS_LB, sizeof(NS_LB) - 1);
+	p = put_ld(p, 0x12, ld(ld(inner))); /* Value */
+	p = put_ld(p, 0x2a, ld(inner));     /* struct_value */
+	p = put_ld(p, 0x0a, inner);
+	if (r->md_key_len)
+		p = put_bytes(p, 0x0a, r->md_key, r->md_key_len);
+	p = put_ld(p, 0x12, ld(r->md_value_len));
+	put_bytes(p, 0x1a, r->md_value, r->md_value_len);
+}

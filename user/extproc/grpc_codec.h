@@ -72,6 +72,39 @@ typedef struct xp_pb_body {
  * on what is valid. */
 bool xp_pb_body_decode(const uint8_t *msg, size_t len, xp_pb_body *out);
 
+/* The ProcessingResponses kepp sends for almost every request, packed by
+ * hand (protobuf-c sizes every nested message again at each level of its
+ * pack, six levels deep for a header): a headers or body response whose
+ * CommonResponse has at most set_headers (key and raw_value), a
+ * streamed_response body and clear_route_cache, and dynamic_metadata
+ * {"envoy.lb": {<md_key>: <md_value>}}. The bytes are protobuf-c's for the
+ * same message (test_grpc_codec compares them); anything else is built and
+ * packed with protobuf-c. */
+typedef struct xp_pb_hdr {
+	const char *key, *val;
+	size_t klen, vlen;
+} xp_pb_hdr;
+
+typedef struct xp_pb_resp {
+	uint32_t field;        /* ProcessingResponse field: 1 request_headers,
+				* 2 response_headers, 3 request_body, 4 response_body */
+	bool mutation;         /* header_mutation with the |n_set| set_headers */
+	const xp_pb_hdr *set;
+	size_t n_set;
+	bool streamed;         /* body_mutation.streamed_response with body, eos */
+	const uint8_t *body;
+	size_t body_len;
+	bool end_of_stream;
+	bool clear_route_cache;
+	const char *md_key;    /* NULL: no dynamic_metadata */
+	const char *md_value;
+	size_t md_key_len, md_value_len;
+} xp_pb_resp;
+
+/* Packed size of |r|; xp_pb_resp_pack writes exactly that many bytes. */
+size_t xp_pb_resp_size(const xp_pb_resp *r);
+void xp_pb_resp_pack(const xp_pb_resp *r, uint8_t *out);
+
 /* Percent-encodes |s| for the grpc-message trailer: bytes outside 0x20-0x7e
  * and '%' become "%XX". Truncates at a whole escape to fit |cap| (which
  * includes the NUL); returns the length written. */

@@ -141,6 +141,10 @@ extern const plugin_type *const sched_prefix_types[];
 extern const plugin_type *const sched_affinity_types[];
 
 const plugin_type *sched_find_type(const char *name);
+
+/* The prefix-cache scorer's chain step (prefix.c): XXH64 of |block| (|n|
+ * bytes) || LE64(|prev|), the value the reference computes. */
+uint64_t prefix_block_hash(const void *block, size_t n, uint64_t prev);
 const sched_plugin *sched_find_plugin(const sched *s, const char *name);
 
 /* "<source>:<line>: failed to create plugin '<name>' (type: <type>): <msg>". */

@@ -26,7 +26,114 @@
 #define NSHARDS 64
 #define CLEANUP_NS (120LL * 1000000000LL) /* servers gone from the pool */
 #define CHARS_PER_TOKEN 4
-#define ONE_SHOT_MAX 1024 /* block characters hashed with one XXH64() call */
+
+/* ---- block hashes ------------------------------------------------------------ */
+
+#define XP1 0x9E3779B185EBCA87ULL
+#define XP2 0xC2B2AE3D27D4EB4FULL
+#define XP3 0x165667B19E3779F9ULL
+#define XP4 0x85EBCA77C2B2AE63ULL
+#define XP5 0x27D4EB2F165667C5ULL
+
+static inline uint64_t rotl64(uint64_t v, int r)
+{
+	return (v << r) | (v >> (64 - r));
+}
+
+static inline uint64_t rd64(const unsigned char *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	v = __builtin_bswap64(v);
+#endif
+	return v;
+}
+
+static inline uint64_t rd32(const unsigned char *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	v = __builtin_bswap32(v);
+#endif
+	return v;
+}
+
+static inline uint64_t xx_round(uint64_t acc, uint64_t in)
+{
+	acc += in * XP2;
+	return rotl64(acc, 31) * XP1;
+}
+
+static inline uint64_t xx_merge(uint64_t acc, uint64_t v)
+{
+	acc ^= xx_round(0, v);
+	return acc * XP1 + XP4;
+}
+
+/* XXH64 (seed 0) of block || LE64(prev), the reference's chain step, without
+ * building the concatenation: the block's whole 32-byte stripes are read in
+ * place, only its last partial stripe and the 8 bytes of |prev| go through a
+ * 40-byte buffer. XXH64's algorithm as xxhash.h has it; test_sched compares
+ * the values with XXH64() of the concatenation. */
+uint64_t prefix_block_hash(const void *block, size_t n, uint64_t prev)
+{
+	const unsigned char *p = block;
+	size_t stripes = n & ~(size_t)31, r = n - stripes;
+	unsigned char tail[40];
+	memcpy(tail, p + stripes, r);
+	for (int k = 0; k < 8; k++)
+		tail[r + k] = (unsigned char)(prev >> (8 * k));
+	const unsigned char *t = tail;
+	size_t tlen = r + 8;
+	uint64_t h;
+	if (n + 8 >= 32) {
+		uint64_t v1 = XP1 + XP2, v2 = XP2, v3 = 0, v4 = 0 - XP1;
+		for (const unsigned char *q = p, *end = p + stripes; q < end; q += 32) {
+			v1 = xx_round(v1, rd64(q));
+			v2 = xx_round(v2, rd64(q + 8));
+			v3 = xx_round(v3, rd64(q + 16));
+			v4 = xx_round(v4, rd64(q + 24));
+		}
+		if (tlen >= 32) {
+			v1 = xx_round(v1, rd64(t));
+			v2 = xx_round(v2, rd64(t + 8));
+			v3 = xx_round(v3, rd64(t + 16));
+			v4 = xx_round(v4, rd64(t + 24));
+			t += 32;
+			tlen -= 32;
+		}
+		h = rotl64(v1, 1) + rotl64(v2, 7) + rotl64(v3, 12) + rotl64(v4, 18);
+		h = xx_merge(h, v1);
+		h = xx_merge(h, v2);
+		h = xx_merge(h, v3);
+		h = xx_merge(h, v4);
+	} else {
+		h = XP5;
+	}
+	h += (uint64_t)(n + 8);
+	for (; tlen >= 8; t += 8, tlen -= 8) {
+		h ^= xx_round(0, rd64(t));
+		h = rotl64(h, 27) * XP1 + XP4;
+	}
+	if (tlen >= 4) {
+		h ^= rd32(t) * XP1;
+		h = rotl64(h, 23) * XP2 + XP3;
+		t += 4;
+		tlen -= 4;
+	}
+	for (; tlen > 0; t++, tlen--) {
+		h ^= *t * XP5;
+		h = rotl64(h, 11) * XP1;
+	}
+	h ^= h >> 33;
+	h *= XP2;
+	h ^= h >> 29;
+	h *= XP3;
+	h ^= h >> 32;
+	return h;
+}
 
 /* ---- per-server LRU ---------------------------------------------------------- */
 
@@ -149,18 +256,21 @@ static void lru_push_front(struct lru *l, int32_t v)
 		l->tail = v;
 }
 
-/* Adds or refreshes |hash|. Returns 1 and sets *evicted when the oldest
- * entry had to go (the LRU is at its capacity, or |full|: the whole index is
- * at its bound and a server replaces its own oldest), 0 otherwise, -ENOMEM
- * (nothing changed) when the node array could not grow. */
+/* Adds or refreshes |hash|. Returns 2 when it was held already (now the most
+ * recent), 1 and sets *evicted when the oldest entry had to go (the LRU is
+ * at its capacity, or |full|: the whole index is at its bound and a server
+ * replaces its own oldest), 0 when added, -ENOMEM (nothing changed) when
+ * the node array could not grow. */
 static int lru_add(struct lru *l, uint64_t hash, bool full, uint64_t *evicted)
 {
 	size_t slot;
 	int32_t v = lru_find(l, hash, &slot);
 	if (v >= 0) {
-		lru_unlink(l, v);
-		lru_push_front(l, v);
-		return 0;
+		if (v != l->head) {
+			lru_unlink(l, v);
+			lru_push_front(l, v);
+		}
+		return 2;
 	}
 	int ret = 0;
 	if ((l->n + 1) * 2 > l->index_size && l->index_size < l->max_index_size) {
@@ -233,6 +343,9 @@ struct prefix_index {
 	pthread_mutex_t reg; /* registering and removing servers */
 	_Atomic int64_t last_cleanup_ns;
 	_Atomic int64_t entries; /* sum of the servers' LRU sizes */
+	/* A new value (unique in the process: new_reg_gen) whenever a server id
+	 * is given or retired. */
+	_Atomic uint64_t reg_gen;
 	int64_t max_entries;     /* bound on entries (0: none) */
 	struct shard shards[NSHARDS];
 	/* Server i's key: name hash | 1; 0 never used; KEY_FREE after removal.
@@ -322,7 +435,10 @@ static void shard_del(struct shard *s, uint64_t hash, uint16_t sid)
 /* Counts one match for each candidate (|cand_of| maps server ids to
  * candidate positions, -1 for none) holding |hash|. A pair is indexed at most
  * once (shard_add), so nothing is counted twice. Returns whether any server
- * holds it. */
+ * holds it. One lock per block: taking each shard's lock once for a window
+ * of blocks grouped by shard measured ~1 us slower at 256 blocks (the
+ * sorting and the held-block bookkeeping cost more than the uncontended
+ * locks; the probes' cache misses stay either way). */
 static bool index_match(struct prefix_index *x, uint64_t hash, const int32_t *cand_of,
 			uint16_t *match)
 {
@@ -350,6 +466,12 @@ static uint64_t ep_key(const store_endpoint *ep)
 	return store_endpoint_hash(ep) | 1;
 }
 
+static uint64_t new_reg_gen(void)
+{
+	static _Atomic uint64_t gens;
+	return atomic_fetch_add(&gens, 1) + 1;
+}
+
 /* Server id of a name key, or -1. Lock-free: readers compare the published
  * 64-bit keys only; names are read and written under the registry lock. */
 static int server_find(struct prefix_index *x, uint64_t key)
@@ -362,6 +484,38 @@ static int server_find(struct prefix_index *x, uint64_t key)
 			return (int)i;
 	}
 	return -1;
+}
+
+/* Server ids of a snapshot's endpoints (by store_endpoint.index), kept per
+ * worker thread while the snapshot and the registry stay the same: a
+ * request looks up its candidates in the array instead of probing the keys
+ * once per candidate. Snapshots change every few ms (metric scrapes), so
+ * the array is rebuilt about every hundred requests. */
+#define SID_CACHE_MAX 4096
+
+static __thread struct sid_cache {
+	const struct prefix_index *x;
+	const store_snapshot *snap;
+	uint64_t serial, reg_gen;
+	int16_t sid[SID_CACHE_MAX];
+} sid_cache;
+
+static const int16_t *sid_cache_of(struct prefix_index *x, const store_snapshot *snap)
+{
+	if (!snap || snap->n_endpoints > SID_CACHE_MAX)
+		return NULL;
+	struct sid_cache *sc = &sid_cache;
+	uint64_t reg = atomic_load(&x->reg_gen);
+	if (sc->x == x && sc->snap == snap && sc->serial == snap->serial && sc->reg_gen == reg)
+		return sc->sid;
+	for (uint32_t i = 0; i < snap->n_endpoints; i++)
+		sc->sid[i] = (int16_t)server_find(x, ep_key(&snap->endpoints[i]));
+	/* A server given an id meanwhile only misses this request's match. */
+	sc->x = x;
+	sc->snap = snap;
+	sc->serial = snap->serial;
+	sc->reg_gen = reg;
+	return sc->sid;
 }
 
 static int server_get_or_add(struct prefix_index *x, const char *name, uint64_t key,
@@ -386,6 +540,7 @@ static int server_get_or_add(struct prefix_index *x, const char *name, uint64_t 
 		if (rc < 0)
 			break;
 		atomic_store(&x->keys[i], key);
+		atomic_store(&x->reg_gen, new_reg_gen());
 		id = (int)i;
 	}
 	pthread_mutex_unlock(&x->reg);
@@ -445,12 +600,20 @@ static void index_learn(struct prefix_index *x, const uint64_t *hashes, size_t n
 		for (size_t i = 0; i < n; i++) {
 			uint64_t ev;
 			size_t before = sv->lru.n;
+			/* A few blocks ahead: random reads into the LRU's index. */
+			if (i + 4 < n)
+				__builtin_prefetch(&sv->lru.index[mix(hashes[i + 4]) &
+								  (sv->lru.index_size - 1)]);
 			bool full = x->max_entries > 0 &&
 				    atomic_load_explicit(&x->entries, memory_order_relaxed) >=
 					    x->max_entries;
 			int r = lru_add(&sv->lru, hashes[i], full, &ev);
 			if (r < 0)
 				break;
+			/* A block the server held is in its shard already (a pair
+			 * whose shard could not grow stays out until learned anew). */
+			if (r == 2)
+				continue;
 			if (sv->lru.n != before)
 				atomic_fetch_add_explicit(&x->entries, 1, memory_order_relaxed);
 			if (r == 1)
@@ -479,6 +642,7 @@ static void server_remove(struct prefix_index *x, int id)
 	}
 	lru_clear(&sv->lru);
 	atomic_store(&x->keys[id], KEY_FREE);
+	atomic_store(&x->reg_gen, new_reg_gen());
 	sv->name[0] = '\0';
 	pthread_mutex_unlock(&sv->mu);
 }
@@ -513,6 +677,7 @@ static struct prefix_index *index_new(void)
 	if (!x)
 		return NULL;
 	pthread_mutex_init(&x->reg, NULL);
+	atomic_init(&x->reg_gen, new_reg_gen());
 	for (int i = 0; i < NSHARDS; i++)
 		pthread_mutex_init(&x->shards[i].mu, NULL);
 	for (int i = 0; i < MAX_SERVERS; i++) {
@@ -782,39 +947,29 @@ static void prefix_prepare(const sched_plugin *p, const sched_ctx *c,
 			XXH64_update(h, salt, sl);
 	}
 	uint64_t prev = XXH64_digest(h);
-	/* Blocks of the usual sizes are hashed in one call over block || LE64
-	 * (the same value as the streaming state, without its set-up). */
-	unsigned char one[ONE_SHOT_MAX + 8];
-	size_t cs = (size_t)chars;
-	for (size_t i = 0; i < nb; i++) {
-		unsigned char le[8];
-		for (int k = 0; k < 8; k++)
-			le[k] = (unsigned char)(prev >> (8 * k));
-		if (cs <= ONE_SHOT_MAX) {
-			memcpy(one, in + i * cs, cs);
-			memcpy(one + cs, le, 8);
-			prev = st->hashes[i] = XXH64(one, cs + 8, 0);
-			continue;
-		}
-		XXH64_reset(h, 0);
-		XXH64_update(h, in + i * cs, cs);
-		XXH64_update(h, le, 8);
-		prev = st->hashes[i] = XXH64_digest(h);
-	}
+	for (size_t i = 0; i < nb; i++)
+		prev = st->hashes[i] =
+			prefix_block_hash(in + i * (size_t)chars, (size_t)chars, prev);
 	st->n = nb;
 
-	/* Longest prefix: walk the blocks until none is held by any server;
-	 * each holder of a block gets one match. Only the set bits are visited,
-	 * through the candidate of each server id: linear in the holders. */
+	/* Only the holders are visited, through the candidate of each server
+	 * id (the ids of the snapshot's endpoints come from sid_cache_of):
+	 * linear in the holders. */
 	int32_t *cand_of = arena_alloc(c->a, MAX_SERVERS * sizeof(*cand_of));
 	if (!cand_of)
 		return;
 	memset(cand_of, 0xff, MAX_SERVERS * sizeof(*cand_of));
+	const int16_t *sid = sid_cache_of(cfg->index, c->snap);
 	for (size_t k = 0; k < n; k++) {
-		int id = server_find(cfg->index, ep_key(cands[k]));
+		const store_endpoint *ep = cands[k];
+		int id = sid && ep->index < c->snap->n_endpoints &&
+					 ep == &c->snap->endpoints[ep->index]
+				 ? sid[ep->index]
+				 : server_find(cfg->index, ep_key(ep));
 		if (id >= 0)
 			cand_of[id] = (int32_t)k;
 	}
+	/* Longest prefix: walk the blocks until none is held by any server. */
 	for (size_t i = 0; i < nb; i++)
 		if (!index_match(cfg->index, st->hashes[i], cand_of, st->match))
 			break;

@@ -111,7 +111,8 @@ typedef struct sched_result {
 #define SCHED_TRACE_MAX_CALLS 48 /* later calls are not timed */
 
 typedef struct sched_plugin_time {
-	const char *ext_point; /* the reference's extension point: "Filter", "Scorer", ... */
+	const char *ext_point; /* the reference's extension point: "Filter", "Scorer", ...
+				* (static, as |type|; |name| lives with the sched) */
 	const char *type, *name;
 	int64_t ns;
 } sched_plugin_time;
@@ -282,8 +283,10 @@ typedef struct sched_fastpath_info {
 } sched_fastpath_info;
 
 /* Per-endpoint weights for connections to |model| that carry no request yet:
- * the primary profile's filters and weighted scorers on the whole snapshot,
- * scaled to 0..SCHED_FASTPATH_WMAX (0: a filter dropped it, shed).
+ * the primary profile's filters and weighted scorers on the snapshot's
+ * candidates (with sched_set_staleness on, endpoints with stale metrics get 0
+ * while any endpoint is fresh, as on the ext_proc path), scaled to
+ * 0..SCHED_FASTPATH_WMAX (0: a filter dropped it, shed).
  * |weights| has room for snap->n_endpoints, indexed like snap->endpoints.
  * Scratch memory comes from |a|. Returns 0 or -ENOMEM. */
 int sched_fastpath_weights(const sched *s, const store_snapshot *snap, const char *model,

@@ -280,8 +280,10 @@ store_snapshot *store_snapshot_new(store_catalog *catalog, const store_endpoint 
 	store_snapshot *snap = calloc(1, sizeof(*snap));
 	if (!snap)
 		return NULL;
+	static _Atomic uint64_t serials;
 	atomic_init(&snap->refs, 1);
 	arena_init(&snap->mem, 16384);
+	snap->serial = atomic_fetch_add(&serials, 1) + 1;
 	snap->synced = synced;
 	if (n_eps) {
 		snap->endpoints = arena_alloc(&snap->mem, n_eps * sizeof(*eps));

@@ -131,6 +131,10 @@ typedef struct store_snapshot {
 	const struct sched *sched;
 	void (*sched_release)(const struct sched *s);
 	uint64_t generation;
+	/* Unique per snapshot in the process (store_snapshot_new): a cache
+	 * keyed by the snapshot's address tells a new snapshot from a freed
+	 * one at the same address with it. */
+	uint64_t serial;
 	bool synced;                /* the pool has been read: health SERVING */
 	store_catalog *catalog;     /* never NULL */
 	store_endpoint *endpoints;
