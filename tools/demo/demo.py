@@ -325,13 +325,15 @@ def main():
         workload(channel, picks)
     finally:
         channel.close()
-        sim.send_signal(signal.SIGTERM)
+        # kepp first: with the pods stopped first its last scrapes would
+        # log failures that say nothing about the demo.
         kepp.send_signal(signal.SIGTERM)
         try:
             rc = kepp.wait(timeout=10)
         except subprocess.TimeoutExpired:
             kepp.kill()
             rc = kepp.wait()
+        sim.send_signal(signal.SIGTERM)
         sim.wait(timeout=10)
         for f in os.listdir(tmp):
             os.unlink(os.path.join(tmp, f))
