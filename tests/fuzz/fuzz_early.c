@@ -12,24 +12,15 @@
 #include "fuzz.h"
 #include "sched/early.h"
 
-static size_t input_of(enum sched_api api, const body_req *r, size_t max, char *out)
+/* What the prefix scorer hashes of |r|, cut at |max|, copied out of |a|. */
+static size_t input_of(enum sched_api api, const body_req *r, size_t max, arena *a, char *out)
 {
-	const bj_val *v;
-	switch (api) {
-	case SCHED_API_COMPLETIONS:
-		if (r->prompt.t != BJ_STRING)
-			return 0;
-		{
-			size_t n = bj_unquote_n(&r->prompt, out, max);
-			return n < max ? n : max;
-		}
-	case SCHED_API_CHAT: v = &r->messages; break;
-	case SCHED_API_EMBEDDINGS: v = &r->input; break;
-	case SCHED_API_CONVERSATIONS: v = &r->items; break;
-	default: return 0;
-	}
-	size_t n = v->n < max ? v->n : max;
-	memcpy(out, v->p, n);
+	size_t n;
+	const char *in = sched_prefix_user_input(api, r, a, max, &n);
+	if (n > max)
+		n = max;
+	if (n)
+		memcpy(out, in, n);
 	return n;
 }
 
@@ -78,7 +69,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		lm = bj_unquote(&facts.model, fm);
 		fx = malloc(3 * n + budget + 8);
 		FUZZ_CHECK(fx);
-		lx = budget ? input_of(api, &facts, budget, fx) : 0;
+		lx = budget ? input_of(api, &facts, budget, &a, fx) : 0;
 	}
 	bool checked = false, model_ok = false;
 	int rc = early_finish(&e, &checked, &model_ok, err, sizeof(err));
@@ -101,7 +92,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (budget && e.input.start == took_start) {
 			fy = malloc(3 * n + budget + 8);
 			FUZZ_CHECK(fy);
-			size_t ly = input_of(api, &full, budget, fy);
+			size_t ly = input_of(api, &full, budget, &a, fy);
 			FUZZ_CHECK(lx == ly && memcmp(fx, fy, lx) == 0);
 		}
 	}

@@ -828,13 +828,13 @@ static bool append(char *buf, size_t cap, size_t *o, const char *p, size_t n)
  * a prefix if clients format identical messages differently. A prompt is
  * decoded up to |max| bytes only (at least |max| when it is longer): no more
  * is hashed, and a 1 MB prompt would otherwise be decoded whole. */
-static const char *user_input(const sched_ctx *c, size_t max, size_t *len)
+const char *sched_prefix_user_input(enum sched_api api, const body_req *r, arena *a, size_t max,
+				    size_t *len)
 {
-	const body_req *r = c->body;
 	*len = 0;
 	if (!r)
 		return NULL;
-	switch (c->api) {
+	switch (api) {
 	case SCHED_API_CONVERSATIONS:
 		*len = r->items.n;
 		return r->items.p;
@@ -849,7 +849,7 @@ static const char *user_input(const sched_ctx *c, size_t max, size_t *len)
 		static const char *const keys[3] = {"{\"instructions\":", "{\"tools\":",
 						    "{\"input\":"};
 		size_t cap = r->instructions.n + r->tools.n + r->input.n + 64;
-		char *buf = arena_alloc(c->a, cap);
+		char *buf = arena_alloc(a, cap);
 		size_t o = 0;
 		if (!buf)
 			return NULL;
@@ -879,7 +879,7 @@ static const char *user_input(const sched_ctx *c, size_t max, size_t *len)
 		size_t cap = 3 * pr->n + 1;
 		if (max < SIZE_MAX - 8 && cap > max + 8)
 			cap = max + 8; /* bj_unquote_n writes at most 4 past its bound */
-		char *buf = arena_alloc(c->a, cap);
+		char *buf = arena_alloc(a, cap);
 		if (!buf)
 			return NULL;
 		if (pr->t == BJ_STRING) {
@@ -926,7 +926,7 @@ static void prefix_prepare(const sched_plugin *p, const sched_ctx *c,
 	size_t len, max_len = SIZE_MAX;
 	if ((unsigned long long)max_blocks <= SIZE_MAX / (unsigned long long)chars)
 		max_len = (size_t)max_blocks * (size_t)chars;
-	const char *in = user_input(c, max_len, &len);
+	const char *in = sched_prefix_user_input(c->api, c->body, c->a, max_len, &len);
 	if (!in || len < (size_t)chars)
 		return;
 	size_t nb = len / (size_t)chars;

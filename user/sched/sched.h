@@ -185,6 +185,15 @@ int sched_early_need(const sched *s, const store_snapshot *snap, enum sched_api 
 /* The user input bytes the prefix-cache scorers read at most (prefix.c). */
 size_t sched_prefix_input_budget(const sched *s, const store_snapshot *snap);
 
+/* The user input the prefix-cache scorer hashes for a request of |api|
+ * parsed into |r| (the reference's per-API form: the decoded prompt for
+ * completions, the raw JSON of messages / input / items, the joined parts of
+ * /responses), at least its first |max| bytes when it has them; memory from
+ * |a|. NULL (with *len 0) when the request has none. */
+struct body_req;
+const char *sched_prefix_user_input(enum sched_api api, const struct body_req *r, arena *a,
+				    size_t max, size_t *len);
+
 /* sched_decide on facts from the body's first part instead of the whole
  * body: |facts| holds the model and hashed-input spans (early_facts);
  * req->body_len is the announced body length (or what arrived), for the
