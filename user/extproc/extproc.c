@@ -767,17 +767,29 @@ static void body_too_big(ep_stream *s)
 	send_immediate(s, SCHED_BAD_REQUEST, msg);
 }
 
+/* Content-length of the request, when it had a valid one. */
+static bool request_clen(const ep_stream *s, size_t *out)
+{
+	sched_str cl = hval(&s->req_h, "content-length");
+	size_t v = 0;
+	if (!cl.p || !cl.len || cl.len > 19)
+		return false;
+	for (size_t i = 0; i < cl.len; i++) {
+		if (cl.p[i] < '0' || cl.p[i] > '9')
+			return false;
+		v = v * 10 + (size_t)(cl.p[i] - '0');
+	}
+	*out = v;
+	return true;
+}
+
 /* A body in several messages: one buffer of the announced content-length
  * (within the limit) instead of doubling it as the chunks come. */
 static void body_presize(ep_stream *s)
 {
-	sched_str cl = hval(&s->req_h, "content-length");
-	size_t want = 0;
-	for (size_t i = 0; cl.p && i < cl.len && i < 20; i++) {
-		if (cl.p[i] < '0' || cl.p[i] > '9')
-			return;
-		want = want * 10 + (size_t)(cl.p[i] - '0');
-	}
+	size_t want;
+	if (!request_clen(s, &want))
+		return;
 	/* Past PRESIZE_MAX the buffer grows with what actually arrives: an
 	 * announced length reserves no more than that. */
 	if (want <= s->body.cap || want > s->ep->o.max_body_bytes || want > PRESIZE_MAX)
@@ -819,22 +831,6 @@ static void early_fail(ep_stream *s, const char *text)
 	adm_request_decided(s->ep->o.obs, &s->m, s->snap, &rq, &s->res, s->early_ns);
 	s->req_body_eos = true;
 	send_immediate(s, SCHED_BAD_REQUEST, s->res.error);
-}
-
-/* Content-length of the request, when it had a valid one. */
-static bool request_clen(const ep_stream *s, size_t *out)
-{
-	sched_str cl = hval(&s->req_h, "content-length");
-	size_t v = 0;
-	if (!cl.p || !cl.len || cl.len > 19)
-		return false;
-	for (size_t i = 0; i < cl.len; i++) {
-		if (cl.p[i] < '0' || cl.p[i] > '9')
-			return false;
-		v = v * 10 + (size_t)(cl.p[i] - '0');
-	}
-	*out = v;
-	return true;
 }
 
 /* Tries to decide on what s->body holds so far. */

@@ -522,8 +522,12 @@ static void stream_free(xp_stream *st)
 	atomic_fetch_sub(&c->s->active, 1);
 	xp_server *s = c->s;
 	if (s->n_free_streams < STREAM_CACHE) {
+		/* A cached stream keeps small buffers only: its decoder grew to
+		 * the largest message (up to --max-message-bytes). */
 		if (st->out.cap > OUT_KEEP_BYTES)
 			obuf_free(&st->out);
+		if (st->dec.cap > OUT_KEEP_BYTES)
+			xp_dec_free(&st->dec);
 		st->next = s->free_streams;
 		s->free_streams = st;
 		s->n_free_streams++;

@@ -173,25 +173,6 @@ static void kern_tick(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* Removes from the map |fd| (keyed by service) the services a previous kepp
- * published that this one does not serve. */
-static void prune_services(kern *k, int fd)
-{
-	struct kepp_svc_key key, next, keep[KERN_MAX_SERVICES];
-	for (size_t i = 0; i < k->n_svcs; i++)
-		kern_svc_key(&k->svcs[i], &keep[i]);
-	void *prev = NULL;
-	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-		bool known = false;
-		for (size_t i = 0; i < k->n_svcs; i++)
-			known |= !memcmp(&keep[i], &next, sizeof(next));
-		if (!known && bpf_map_delete_elem(fd, &next) == 0)
-			continue; /* deleted: restart from the same predecessor */
-		key = next;
-		prev = &key;
-	}
-}
-
 size_t kern_adopted_services(kern *k, kern_service *out, size_t cap)
 {
 	struct kepp_svc_key key, next, mine[KERN_MAX_SERVICES];
@@ -336,7 +317,7 @@ kern *kern_open(const kern_opts *o, char *err, size_t errlen)
 	}
 	k->vip_fd = bpf_map__fd(k->sock->maps.kepp_vip_v1);
 	if (!o->keep_unknown_services)
-		prune_services(k, k->svc_fd);
+		kern_drop_unknown_services(k);
 
 	/* libxdp pins its dispatcher in the same bpffs as kepp's maps. */
 	setenv("LIBXDP_BPFFS", bpffs, 0);

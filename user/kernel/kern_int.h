@@ -114,6 +114,10 @@ struct kern {
 int64_t kern_now_ns(void);
 /* Re-creates pinned maps whose layout differs from |obj|'s (pins.c); call
  * before loading |obj|. Returns 0 or -errno. */
+/* Removes from kepp_svc_v1 (and its XDP counters from kepp_vip_v1) every
+ * service that k->svcs does not have, logging each (service.c). */
+void kern_drop_unknown_services(kern *k);
+
 int kern_pins_prepare(kern *k, struct bpf_object *obj);
 /* Removes pins of maps and links this build does not know (pins.c). */
 void kern_pins_prune(kern *k);

@@ -199,7 +199,7 @@ int kern_services_merge(const kern_service *flags, size_t n_flags, const kern_se
 
 /* Deletes the map entries of every VIP:port that k->svcs lacks: those just
  * removed, and any an earlier kepp left behind. */
-static void drop_unknown(kern *k)
+void kern_drop_unknown_services(kern *k)
 {
 	struct kepp_svc_key key, next;
 	void *prev = NULL;
@@ -240,6 +240,6 @@ int kern_set_services(kern *k, const kern_service *svcs, size_t n)
 	if (n)
 		memmove(k->svcs, svcs, n * sizeof(*svcs));
 	k->n_svcs = n;
-	drop_unknown(k);
+	kern_drop_unknown_services(k);
 	return 0;
 }

@@ -933,13 +933,19 @@ static void start_drain(proxy *p)
 		p->lst[i] = NULL;
 		p->fd[i] = -1;
 	}
-	/* Waiting for a request that has not begun: nothing is in flight. The
-	 * others say "Connection: close" if their answer has not started. */
+	/* Waiting for a request that has not begun: nothing is in flight, but
+	 * the end of the previous answer may still be queued for the client:
+	 * such a connection closes once it is written (down_write), as
+	 * finish_request closes one. The others say "Connection: close" if
+	 * their answer has not started. */
 	for (pconn *c = p->conns, *next; c; c = next) {
 		next = c->next;
 		c->req_close = true;
-		if (c->state == ST_HEAD &&
-		    evbuffer_get_length(bufferevent_get_input(c->down)) == 0)
+		if (c->state != ST_HEAD || evbuffer_get_length(bufferevent_get_input(c->down)) > 0)
+			continue;
+		c->state = ST_CLOSING;
+		bufferevent_disable(c->down, EV_READ);
+		if (evbuffer_get_length(bufferevent_get_output(c->down)) == 0)
 			conn_free(c);
 	}
 	if (p->n_conns == 0) {
